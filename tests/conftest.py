@@ -2,6 +2,8 @@
 
 import os
 
+# One BLAS thread: numpy solves in tests are tiny and multi-threaded OpenBLAS is slow under load.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()

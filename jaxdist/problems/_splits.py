@@ -1,0 +1,240 @@
+"""Splitting a data set across workers: i.i.d., sorted by label, Dirichlet(α), given sizes.
+
+Every splitter returns a list of ``num_workers`` sorted ``int64`` index arrays that together cover
+``0 .. n-1`` exactly once, with at least one sample per worker. All randomness comes from a
+NumPy generator seeded by ``seed`` (an ``int`` or a JAX PRNG key), so a split is a deterministic
+function of its arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "split_iid",
+    "split_by_label",
+    "split_dirichlet",
+    "split_sizes",
+    "check_split",
+]
+
+Seed = Any  # int, numpy Generator, or a JAX PRNG key
+
+
+def _rng(seed: Seed) -> np.random.Generator:
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, bool):
+        raise TypeError(f"seed must be an int or a JAX PRNG key, got {seed!r}")
+    if isinstance(seed, int | np.integer):
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got seed={seed}")
+        return np.random.default_rng(int(seed))
+    try:  # a JAX key (typed or raw uint32)
+        import jax
+
+        if jax.dtypes.issubdtype(getattr(seed, "dtype", None), jax.dtypes.prng_key):
+            data = jax.random.key_data(seed)
+        else:
+            data = seed
+        words = np.asarray(data, dtype=np.uint32).ravel()
+    except Exception as e:  # noqa: BLE001
+        raise TypeError(f"seed must be an int or a JAX PRNG key, got {seed!r}") from e
+    return np.random.default_rng([int(w) for w in words])
+
+
+def _check_workers(n: int, num_workers: int) -> tuple[int, int]:
+    for name, v in (("n", n), ("num_workers", num_workers)):
+        if isinstance(v, bool) or not isinstance(v, int | np.integer):
+            raise TypeError(f"{name} must be an int, got {v!r}")
+    n, num_workers = int(n), int(num_workers)
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got n={n}")
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be >= 1, got num_workers={num_workers}")
+    if num_workers > n:
+        raise ValueError(
+            f"num_workers must be <= n (every worker needs a sample), got num_workers="
+            f"{num_workers} > n={n}"
+        )
+    return n, num_workers
+
+
+def _labels(y: Any) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"y must be a 1-D array of labels, got shape {y.shape}")
+    return y
+
+
+def _finish(parts: Sequence[np.ndarray]) -> list[np.ndarray]:
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def check_split(splits: Sequence[Any], n: int) -> list[np.ndarray]:
+    """Checks that index arrays form a partition of ``0 .. n-1`` with no empty part.
+
+    Args:
+      splits: one integer index array per worker.
+      n: number of samples.
+
+    Returns:
+      The index arrays as sorted ``int64`` NumPy arrays.
+
+    Raises:
+      ValueError: an empty worker, an index outside ``[0, n)``, or a sample missing/repeated.
+    """
+    out = []
+    for m, s in enumerate(splits):
+        s = np.asarray(s)
+        if s.ndim != 1 or (s.size and not np.issubdtype(s.dtype, np.integer)):
+            raise ValueError(
+                f"split {m} must be a 1-D integer index array, got {s.dtype} {s.shape}"
+            )
+        if s.size == 0:
+            raise ValueError(f"worker {m} has no samples")
+        if s.min() < 0 or s.max() >= n:
+            raise ValueError(f"worker {m} has an index outside [0, {n})")
+        out.append(np.sort(s.astype(np.int64)))
+    if not out:
+        raise ValueError("splits must contain at least one worker")
+    counts = np.bincount(np.concatenate(out), minlength=n)
+    if np.any(counts != 1):
+        bad = int(np.argmax(counts != 1))
+        raise ValueError(
+            f"splits must cover every sample exactly once; sample {bad} appears {counts[bad]} times"
+        )
+    return out
+
+
+def split_iid(n: int, num_workers: int, seed: Seed = 0) -> list[np.ndarray]:
+    """A uniformly random split into ``num_workers`` parts of (almost) equal size.
+
+    Sizes differ by at most one (``np.array_split`` of a random permutation).
+
+    Args:
+      n: number of samples.
+      num_workers: number of workers M, ``1 <= M <= n``.
+      seed: an ``int`` or a JAX PRNG key.
+
+    Returns:
+      A list of M sorted ``int64`` index arrays partitioning ``range(n)``.
+    """
+    n, num_workers = _check_workers(n, num_workers)
+    perm = _rng(seed).permutation(n)
+    return _finish(np.array_split(perm, num_workers))
+
+
+def split_by_label(y: Any, num_workers: int) -> list[np.ndarray]:
+    """The maximally heterogeneous split: samples sorted by label, cut into equal blocks.
+
+    Samples are stably sorted by label and cut into M contiguous blocks of (almost) equal size,
+    so each worker sees as few distinct labels as possible (with two classes and even M, every
+    worker but at most one holds a single class). Deterministic, no seed.
+
+    Args:
+      y: labels, shape ``(n,)``.
+      num_workers: number of workers M, ``1 <= M <= n``.
+
+    Returns:
+      A list of M sorted ``int64`` index arrays partitioning ``range(n)``.
+    """
+    y = _labels(y)
+    _, num_workers = _check_workers(y.shape[0], num_workers)
+    order = np.argsort(y, kind="stable")
+    return _finish(np.array_split(order, num_workers))
+
+
+def split_dirichlet(
+    y: Any,
+    num_workers: int,
+    alpha: float,
+    seed: Seed = 0,
+    *,
+    min_size: int = 1,
+    max_tries: int = 100,
+) -> list[np.ndarray]:
+    """Label-skewed split: each class is shared among workers by Dirichlet(α) proportions.
+
+    For every class c the (shuffled) samples of c are cut at the cumulative sums of
+    ``p_c ~ Dirichlet(α·1_M)``. Small α gives each worker few classes (heterogeneous); large α
+    approaches the i.i.d. split. Draws are repeated (up to ``max_tries``) until every worker holds
+    at least ``min_size`` samples.
+
+    Args:
+      y: labels, shape ``(n,)``.
+      num_workers: number of workers M, ``1 <= M <= n``.
+      alpha: concentration, ``alpha > 0``.
+      seed: an ``int`` or a JAX PRNG key.
+      min_size: minimum number of samples per worker (``>= 1``).
+      max_tries: number of redraws before giving up.
+
+    Returns:
+      A list of M sorted ``int64`` index arrays partitioning ``range(n)``.
+
+    References:
+      Hsu, Qi, Brown, "Measuring the effects of non-identical data distribution for federated
+      visual classification", 2019 (the usual Dirichlet label-skew protocol).
+    """
+    y = _labels(y)
+    n, num_workers = _check_workers(y.shape[0], num_workers)
+    try:
+        alpha = float(alpha)
+    except TypeError as e:
+        raise TypeError(f"alpha must be a positive number, got {alpha!r}") from e
+    if not alpha > 0 or not np.isfinite(alpha):
+        raise ValueError(f"alpha must be > 0 and finite, got alpha={alpha}")
+    if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 1:
+        raise ValueError(f"min_size must be an int >= 1, got min_size={min_size!r}")
+    if min_size * num_workers > n:
+        raise ValueError(
+            f"min_size * num_workers must be <= n, got {min_size} * {num_workers} > n={n}"
+        )
+    rng = _rng(seed)
+    classes = np.unique(y)
+    by_class = [np.flatnonzero(y == c) for c in classes]
+    for _ in range(max_tries):
+        parts: list[list[np.ndarray]] = [[] for _ in range(num_workers)]
+        for idx in by_class:
+            idx = rng.permutation(idx)
+            p = rng.dirichlet(np.full(num_workers, alpha))
+            cuts = np.round(np.cumsum(p)[:-1] * idx.size).astype(np.int64)
+            for m, chunk in enumerate(np.split(idx, cuts)):
+                parts[m].append(chunk)
+        merged = [np.concatenate(p) for p in parts]
+        if min(p.size for p in merged) >= min_size:
+            return _finish(merged)
+    raise ValueError(
+        f"split_dirichlet could not give every worker >= {min_size} samples in {max_tries} "
+        f"draws (alpha={alpha}, num_workers={num_workers}, n={n}); increase alpha or "
+        "max_tries, or decrease num_workers"
+    )
+
+
+def split_sizes(n: int, sizes: Sequence[int], seed: Seed | None = 0) -> list[np.ndarray]:
+    """A split with prescribed (possibly unequal) worker sizes.
+
+    Args:
+      n: number of samples.
+      sizes: one positive size per worker, summing to ``n``.
+      seed: an ``int`` or JAX key to shuffle the samples first; ``None`` keeps the original order
+        (worker 0 gets the first ``sizes[0]`` samples, and so on).
+
+    Returns:
+      A list of ``len(sizes)`` sorted ``int64`` index arrays partitioning ``range(n)``.
+    """
+    sizes_arr = np.asarray(sizes)
+    if sizes_arr.ndim != 1 or sizes_arr.size == 0:
+        raise ValueError(f"sizes must be a non-empty 1-D sequence, got {sizes!r}")
+    if not np.issubdtype(sizes_arr.dtype, np.integer):
+        raise TypeError(f"sizes must be integers, got dtype {sizes_arr.dtype}")
+    n, _ = _check_workers(n, sizes_arr.size)
+    if np.any(sizes_arr < 1):
+        raise ValueError(f"every size must be >= 1 (a worker with no samples), got {sizes!r}")
+    if int(sizes_arr.sum()) != n:
+        raise ValueError(f"sizes must sum to n={n}, got sum={int(sizes_arr.sum())}")
+    order = np.arange(n) if seed is None else _rng(seed).permutation(n)
+    return _finish(np.split(order, np.cumsum(sizes_arr)[:-1]))
