@@ -1,0 +1,46 @@
+"""The worker axis: backends, worker keys, collectives, compressed aggregation and bit ledgers.
+
+Per-worker code is written once, for one worker, and talks to the others only through
+collectives on a named axis (``"workers"``). :func:`simulate` runs it for M workers on one
+device (``jax.vmap``), :func:`on_mesh` on a device mesh (``jax.shard_map``), and
+:func:`workers` switches between them with one argument. :class:`Ledger` keeps exact integer
+counts of the messages sent up and down.
+"""
+
+from jaxdist.comm._aggregate import compressed_mean as compressed_mean
+from jaxdist.comm._axis import axis_index as axis_index
+from jaxdist.comm._axis import axis_size as axis_size
+from jaxdist.comm._axis import make_worker_mesh as make_worker_mesh
+from jaxdist.comm._axis import on_mesh as on_mesh
+from jaxdist.comm._axis import simulate as simulate
+from jaxdist.comm._axis import uniform_cond as uniform_cond
+from jaxdist.comm._axis import worker_gather as worker_gather
+from jaxdist.comm._axis import worker_key as worker_key
+from jaxdist.comm._axis import worker_max as worker_max
+from jaxdist.comm._axis import worker_mean as worker_mean
+from jaxdist.comm._axis import worker_sum as worker_sum
+from jaxdist.comm._axis import workers as workers
+from jaxdist.comm._ledger import Ledger as Ledger
+from jaxdist.comm._ledger import Traffic as Traffic
+from jaxdist.comm._ledger import find_ledgers as find_ledgers
+from jaxdist.comm._ledger import total_traffic as total_traffic
+
+__all__ = [
+    "Ledger",
+    "Traffic",
+    "axis_index",
+    "axis_size",
+    "compressed_mean",
+    "find_ledgers",
+    "make_worker_mesh",
+    "on_mesh",
+    "simulate",
+    "total_traffic",
+    "uniform_cond",
+    "worker_gather",
+    "worker_key",
+    "worker_max",
+    "worker_mean",
+    "worker_sum",
+    "workers",
+]
