@@ -1,0 +1,60 @@
+"""Figures of named experiments: suboptimality against rounds and against bits.
+
+The only module that imports matplotlib (lazily, with the non-interactive Agg backend), so the
+library works without it; install the ``plot`` extra for figures.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from jaxdist.experiments._named import EXPERIMENTS, load_traces
+
+__all__ = ["plot_experiment"]
+
+
+def plot_experiment(name: str, out_dir: str = "results") -> str:
+    """Plots ``(f(x) − f*)/(f(x⁰) − f*)`` against rounds and against bits sent up per worker.
+
+    Args:
+      name: a named experiment that has been run into ``out_dir``.
+      out_dir: the results folder given to :func:`jaxdist.experiments.run_experiment`.
+
+    Returns:
+      The path of the PNG figure (``<out_dir>/<name>/<name>.png``).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("figures need matplotlib: pip install 'jaxdist[plot]'") from e
+    traces = load_traces(name, out_dir)
+    exp = EXPERIMENTS[name]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for label, trace in traces.values():
+        gap = np.asarray(trace.f_gap, np.float64)
+        rel = gap / gap[0]
+        rel = np.where(np.isfinite(rel), rel, np.nan)
+        axes[0].semilogy(trace.rounds, rel, label=label)
+        axes[1].loglog(np.maximum(trace.bits_up, 1), rel, label=label)
+    for ax, xlabel in zip(axes, ["communication rounds", "bits sent up per worker"], strict=True):
+        ax.axhline(exp.target, color="gray", lw=0.8, ls=":")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(r"$(f(x)-f^\star)/(f(x^0)-f^\star)$")
+        ax.grid(True, which="both", alpha=0.3)
+    top = max(np.nanmax(np.where(np.isfinite(t.f_gap / t.f_gap[0]), t.f_gap / t.f_gap[0], np.nan))
+              for _, t in traces.values())
+    for ax in axes:
+        # float32 losses resolve (f - f*)/(f0 - f*) down to about 1e-9.
+        ax.set_ylim(bottom=1e-9, top=min(top * 2, 1e6))
+    axes[1].legend(fontsize=8)
+    fig.suptitle(exp.claim, fontsize=9)
+    fig.tight_layout()
+    path = os.path.join(out_dir, name, f"{name}.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
