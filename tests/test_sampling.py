@@ -1,0 +1,258 @@
+"""Tests of the exact subset / permutation samplers behind Rand-K and Perm-K."""
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from jaxdist.compressors import _sampling
+from jaxdist.compressors._sampling import (
+    expected_draws,
+    num_candidates,
+    random_permutation,
+    sample_subset,
+)
+
+# A chi-square test rejects at this level; over the whole file the false-alarm rate stays < 1e-5.
+_P_REJECT = 1e-7
+
+_subset = jax.jit(sample_subset, static_argnums=(1, 2))
+_permutation = jax.jit(random_permutation, static_argnums=1)
+
+
+def _draw(d, k, n, seed=0):
+    keys = jax.random.split(jax.random.key(seed), n)
+    return np.asarray(jax.vmap(_subset, (0, None, None))(keys, d, k))
+
+
+def _chi2_pvalue(counts, expected):
+    counts = np.asarray(counts, np.float64)
+    return stats.chi2.sf(np.sum((counts - expected) ** 2 / expected), df=counts.size - 1)
+
+
+# -- validity -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "d,k",
+    [
+        (1, 0),
+        (1, 1),
+        (2, 1),
+        (5, 2),
+        (5, 3),
+        (113, 11),
+        (113, 100),
+        (1000, 1),
+        (1024, 1),
+        (2000, 300),  # sort path (more than 128 candidates)
+        (400, 350),  # complement through the sort path
+        (2**31 - 1, 5),  # largest d; heavy rejection-free draws
+    ],
+)
+def test_distinct_and_in_range(d, k):
+    out = _subset(jax.random.key(3), d, k)
+    assert out.shape == (k,) and out.dtype == jnp.int32
+    out = np.asarray(out, np.int64)
+    assert len(set(out.tolist())) == k
+    assert np.all((out >= 0) & (out < d))
+
+
+def test_many_workers_distinct_and_in_range():
+    out = _draw(113, 11, 5000)
+    assert out.shape == (5000, 11)
+    assert np.all((out >= 0) & (out < 113))
+    srt = np.sort(out, axis=1)
+    assert np.all(srt[:, 1:] != srt[:, :-1])
+    # independent keys give different subsets (P(two equal) = 1/C(113, 11) per pair)
+    assert len({tuple(row) for row in srt.tolist()}) == 5000
+
+
+def test_complement_branch_is_sorted_and_full_is_arange():
+    out = np.asarray(_subset(jax.random.key(0), 10, 8))
+    assert np.all(np.diff(out) > 0)
+    np.testing.assert_array_equal(_subset(jax.random.key(0), 7, 7), np.arange(7))
+
+
+def test_determinism_and_raw_keys():
+    key = jax.random.key(42)
+    a = _subset(key, 1000, 30)
+    np.testing.assert_array_equal(a, _subset(key, 1000, 30))
+    assert not np.array_equal(a, _subset(jax.random.key(43), 1000, 30))
+    raw = jax.random.PRNGKey(42)  # raw uint32[2] keys work too
+    np.testing.assert_array_equal(
+        _subset(raw, 1000, 30), _subset(jax.random.wrap_key_data(raw), 1000, 30)
+    )
+
+
+def test_vmap_matches_loop():
+    keys = jax.random.split(jax.random.key(1), 5)
+    batched = jax.vmap(_subset, (0, None, None))(keys, 50, 7)
+    for i in range(5):
+        np.testing.assert_array_equal(batched[i], _subset(keys[i], 50, 7))
+
+
+def test_bad_sizes():
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="k must satisfy"):
+        sample_subset(key, 5, 6)
+    with pytest.raises(ValueError, match="k must satisfy"):
+        sample_subset(key, 5, -1)
+    with pytest.raises(ValueError, match="d must be"):
+        sample_subset(key, 0, 0)
+    with pytest.raises(ValueError, match="d must be"):
+        sample_subset(key, 2**31, 1)
+    with pytest.raises(TypeError, match="d must be a static Python int"):
+        sample_subset(key, 5.0, 1)
+
+
+# -- uniformity -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("d,k", [(6, 3), (6, 2), (6, 4), (5, 1)])
+def test_every_subset_equally_likely(d, k):
+    n = 30_000
+    out = np.sort(_draw(d, k, n, seed=d * 10 + k), axis=1)
+    subsets = list(itertools.combinations(range(d), k))
+    index = {s: i for i, s in enumerate(subsets)}
+    counts = np.bincount([index[tuple(row)] for row in out.tolist()], minlength=len(subsets))
+    assert _chi2_pvalue(counts, n / len(subsets)) > _P_REJECT
+
+
+def test_draw_order_is_uniform():
+    """For k <= d/2 the output order is the draw order: every ordered k-tuple is equally likely."""
+    d, k, n = 5, 2, 20_000
+    out = _draw(d, k, n, seed=7)
+    counts = np.zeros((d, d))
+    np.add.at(counts, (out[:, 0], out[:, 1]), 1)
+    off_diagonal = counts[~np.eye(d, dtype=bool)]
+    assert np.all(np.diag(counts) == 0)
+    assert _chi2_pvalue(off_diagonal, n / (d * (d - 1))) > _P_REJECT
+
+
+@pytest.mark.parametrize("d,k", [(113, 11), (2000, 300), (300, 200)])
+def test_inclusion_probabilities(d, k):
+    """Each index is included with probability k/d (6 standard errors, per index)."""
+    n = 10_000
+    out = _draw(d, k, n, seed=k)
+    freq = np.bincount(out.reshape(-1), minlength=d) / n
+    p = k / d
+    se = math.sqrt(p * (1 - p) / n)
+    assert np.max(np.abs(freq - p)) < 6 * se
+    assert _chi2_pvalue(freq * n, n * p) > _P_REJECT  # approximate (counts are dependent)
+
+
+def test_pairs_uniform():
+    """Pairwise inclusion frequencies match k(k-1)/(d(d-1)) for every pair."""
+    d, k, n = 9, 3, 30_000
+    out = _draw(d, k, n, seed=11)
+    onehot = np.zeros((n, d))
+    np.put_along_axis(onehot, out, 1.0, axis=1)
+    pair = (onehot.T @ onehot) / n
+    p = k * (k - 1) / (d * (d - 1))
+    se = math.sqrt(p * (1 - p) / n)
+    assert np.max(np.abs(pair[~np.eye(d, dtype=bool)] - p)) < 6 * se
+
+
+def test_retry_path_stays_uniform(monkeypatch):
+    """With too few candidates most attempts fail; the while_loop redraw must stay exact."""
+    d, k, n = 6, 3, 30_000
+    monkeypatch.setattr(_sampling, "num_candidates", lambda d, k: k)  # P(success) = 120/216
+    jax.clear_caches()  # the samplers are jitted: retrace with the patched candidate count
+    try:
+        out = np.sort(_draw(d, k, n, seed=5), axis=1)
+    finally:
+        monkeypatch.undo()
+        jax.clear_caches()
+    subsets = list(itertools.combinations(range(d), k))
+    index = {s: i for i, s in enumerate(subsets)}
+    counts = np.bincount([index[tuple(row)] for row in out.tolist()], minlength=len(subsets))
+    assert _chi2_pvalue(counts, n / len(subsets)) > _P_REJECT
+    assert num_candidates(d, k) > k
+
+
+def test_smallest_distinct_would_be_biased():
+    """Sanity check of the test's power: the k smallest distinct draws are not uniform."""
+    d, k, n = 6, 3, 30_000
+    words = np.random.default_rng(0).integers(0, d, size=(n, num_candidates(d, k)))
+    biased = [tuple(sorted(set(row.tolist()))[:k]) for row in words]
+    subsets = list(itertools.combinations(range(d), k))
+    index = {s: i for i, s in enumerate(subsets)}
+    counts = np.bincount([index[s] for s in biased], minlength=len(subsets))
+    assert _chi2_pvalue(counts, n / len(subsets)) < _P_REJECT
+
+
+# -- the number of candidates -----------------------------------------------------------------
+
+
+def test_failure_chain_matches_enumeration():
+    """The Markov chain for P(fewer than k distinct in n draws) against brute force (d = 4)."""
+    d, k = 4, 3  # 2**32 mod 4 == 0: no rejection
+    fail = _sampling._failure_probabilities(d, k, 6)
+    for n in range(7):
+        seqs = itertools.product(range(d), repeat=n)
+        exact = np.mean([len(set(s)) < k for s in seqs]) if n else 1.0
+        assert fail[n] == pytest.approx(exact, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "d,k", [(113, 11), (1000, 300), (10**6, 1000), (2**31 - 1, 50), (10, 5), (1000, 1)]
+)
+def test_candidates_fail_rarely(d, k):
+    """The returned n, and Janson's bound, give failure probability <= 1e-9 (exact chain)."""
+    n = num_candidates(d, k)
+    janson = _sampling._janson_candidates(d, k, 1e-9)
+    fail = _sampling._failure_probabilities(d, k, max(n, janson))
+    assert fail[n] <= 1e-9
+    assert fail[janson] <= 1e-9
+    assert n <= janson
+    assert n == 1 or fail[n - 1] > 1e-9 or n == janson  # exact minimum where the chain is used
+
+
+def test_candidates_are_order_k():
+    assert num_candidates(10**6, 10**4) < 1.05 * 10**6 * math.log(1 / (1 - 0.01))
+    assert num_candidates(1024, 1) == 1  # no rejection, one draw suffices
+    assert num_candidates(10**6, 5 * 10**5) < 1.05 * 10**6 * math.log(2)
+    assert expected_draws(100, 90) == num_candidates(100, 10)  # the complement is sampled
+    assert expected_draws(7, 7) == expected_draws(7, 0) == 0
+
+
+# -- permutations -----------------------------------------------------------------------------
+
+
+def test_random_permutation_uniform():
+    n_perm, n = 4, 24_000
+    keys = jax.random.split(jax.random.key(9), n)
+    perms = np.asarray(jax.vmap(_permutation, (0, None))(keys, n_perm))
+    assert np.all(np.sort(perms, axis=1) == np.arange(n_perm))
+    all_perms = {p: i for i, p in enumerate(itertools.permutations(range(n_perm)))}
+    counts = np.bincount([all_perms[tuple(p)] for p in perms.tolist()], minlength=24)
+    assert _chi2_pvalue(counts, n / 24) > _P_REJECT
+
+
+def test_permutation_tie_detection():
+    """With 2-bit keys ties are frequent; the accepted draws must still be exactly uniform."""
+    n_perm, n = 4, 60_000
+    words = jax.random.bits(jax.random.key(10), (n, 2, n_perm), jnp.uint32) & jnp.uint32(3)
+    perms, ok = jax.jit(jax.vmap(_sampling._permutation_attempt))(words)
+    perms, ok = np.asarray(perms)[np.asarray(ok)], np.asarray(ok)
+    assert 0.3 < ok.mean() < 0.9  # many rejections: the check is exercised
+    assert np.all(np.sort(perms, axis=1) == np.arange(n_perm))
+    all_perms = {p: i for i, p in enumerate(itertools.permutations(range(n_perm)))}
+    counts = np.bincount([all_perms[tuple(p)] for p in perms.tolist()], minlength=24)
+    assert _chi2_pvalue(counts, len(perms) / 24) > _P_REJECT
+    # without the tie check the order is biased towards the identity (stable sorts)
+    all_words = np.asarray(words)
+    plain = [tuple(np.lexsort((all_words[i, 0], all_words[i, 1])).tolist()) for i in range(5000)]
+    biased = np.bincount([all_perms[p] for p in plain], minlength=24)
+    assert _chi2_pvalue(biased, 5000 / 24) < _P_REJECT
+
+
+def test_random_permutation_sizes():
+    np.testing.assert_array_equal(_permutation(jax.random.key(0), 1), [0])
+    p = np.asarray(_permutation(jax.random.key(0), 10_000))
+    np.testing.assert_array_equal(np.sort(p), np.arange(10_000))
