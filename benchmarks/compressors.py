@@ -10,8 +10,8 @@ random numbers the operator needs (``jax.random.bits`` of that many 32-bit words
 
 Usage::
 
-    python benchmarks/compressors.py                  # all sizes, writes results/compressors_<dev>.json
-    python benchmarks/compressors.py --quick          # d <= 1e6, fewer compressors
+    python benchmarks/compressors.py           # all sizes -> results/compressors_<dev>.json
+    python benchmarks/compressors.py --quick   # d <= 1e6 and one workers regime
 
 Results are written as JSON next to this file (``benchmarks/results/``) and quoted in README.md.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -50,9 +49,9 @@ def catalogue(d: int):
         "truncate": (jc.truncate(), None, True),
         "cast_bf16": (jc.cast("bfloat16"), None, True),
         "cast_fp16": (jc.cast("float16"), None, True),
-        f"top_k(d/100)": (jc.top_k(k), None, False),
-        f"rand_k(d/100)": (jc.rand_k(k), _rand_k_draws(k, d), False),
-        f"rand_k(d/2)": (jc.rand_k(max(1, d // 2)), _rand_k_draws(max(1, d // 2), d), False),
+        "top_k(d/100)": (jc.top_k(k), None, False),
+        "rand_k(d/100)": (jc.rand_k(k), _rand_k_draws(k, d), False),
+        "rand_k(d/2)": (jc.rand_k(max(1, d // 2)), _rand_k_draws(max(1, d // 2), d), False),
         "bernoulli(0.1)": (jc.bernoulli(0.1), 1, False),
         "natural": (jc.natural(), d, False),
         "ternary": (jc.ternary(), d, False),
@@ -93,7 +92,7 @@ def bench_single(d: int, names=None) -> list[dict]:
             "deterministic_elementwise": elementwise and draws is None,
         }
         if draws:
-            rng = _time(jax.jit(lambda k: jax.random.bits(k, (int(draws),), jnp.uint32)), key)
+            rng = _time(jax.jit(lambda k, n=int(draws): jax.random.bits(k, (n,), jnp.uint32)), key)
             row["rng_s"] = rng["time_s"]
             row["ratio_to_rng"] = t["time_s"] / rng["time_s"]
         rows.append(row)
@@ -106,7 +105,7 @@ def bench_workers(m: int, d: int, names=None) -> list[dict]:
     keys = jax.random.split(jax.random.key(1), m)
     floor = _time(jax.jit(lambda x: -x), x)["time_s"]
     rows = []
-    for name, (c, draws, elementwise) in catalogue(d).items():
+    for name, (c, draws, _) in catalogue(d).items():
         if names and name not in names:
             continue
         fn = jax.jit(jax.vmap(c.compress))
@@ -125,7 +124,8 @@ def bench_workers(m: int, d: int, names=None) -> list[dict]:
         }
         if draws:
             rng = _time(
-                jax.jit(jax.vmap(lambda k: jax.random.bits(k, (int(draws),), jnp.uint32))), keys
+                jax.jit(jax.vmap(lambda k, n=int(draws): jax.random.bits(k, (n,), jnp.uint32))),
+                keys,
             )
             row["rng_s"] = rng["time_s"]
             row["ratio_to_rng"] = t["time_s"] / rng["time_s"]
@@ -134,9 +134,7 @@ def bench_workers(m: int, d: int, names=None) -> list[dict]:
     # Perm-K needs the worker axis: one shared permutation, each worker its block.
     if not names or "perm_k" in names:
         c = jc.perm_k(num_workers=m)
-        fn = jax.jit(
-            jax.vmap(c.compress, in_axes=(None, 0), axis_name="workers", axis_size=m)
-        )
+        fn = jax.jit(jax.vmap(c.compress, in_axes=(None, 0), axis_name="workers", axis_size=m))
         t = _time(fn, keys[0], x)
         row = {
             "regime": "workers",
@@ -195,7 +193,8 @@ def main(argv=None) -> int:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     print(f"wrote {out}")
     misses = [
-        r for r in rows
+        r
+        for r in rows
         if r.get("deterministic_elementwise") and r["d"] == max(sizes) and r["ratio_to_copy"] > 3
     ]
     for r in misses:

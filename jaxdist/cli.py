@@ -76,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         names = list(EXPERIMENTS)
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
-        print(f"unknown experiment(s) {unknown}; choose from {sorted(EXPERIMENTS)}",
-              file=sys.stderr)
+        print(
+            f"unknown experiment(s) {unknown}; choose from {sorted(EXPERIMENTS)}", file=sys.stderr
+        )
         return 2
     for name in names:
         summary = run_experiment(

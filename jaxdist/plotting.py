@@ -46,8 +46,10 @@ def plot_experiment(name: str, out_dir: str = "results") -> str:
         ax.set_xlabel(xlabel)
         ax.set_ylabel(r"$(f(x)-f^\star)/(f(x^0)-f^\star)$")
         ax.grid(True, which="both", alpha=0.3)
-    top = max(np.nanmax(np.where(np.isfinite(t.f_gap / t.f_gap[0]), t.f_gap / t.f_gap[0], np.nan))
-              for _, t in traces.values())
+    top = max(
+        np.nanmax(np.where(np.isfinite(t.f_gap / t.f_gap[0]), t.f_gap / t.f_gap[0], np.nan))
+        for _, t in traces.values()
+    )
     for ax in axes:
         # float32 losses resolve (f - f*)/(f0 - f*) down to about 1e-9.
         ax.set_ylim(bottom=1e-9, top=min(top * 2, 1e6))

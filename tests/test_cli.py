@@ -66,7 +66,7 @@ def test_bits_experiment_short(tmp_path):
     d, k = 113, 11
     # 20 rounds: GD sends d float32 per round, Rand-K with a shared seed k floats, Top-K k floats
     # plus k indices of ceil(log2 d) = 7 bits.
-    for name, s in arms.items():
+    for s in arms.values():
         assert s["rounds_total"] == 20
     assert arms["gd"]["bits_up_total_per_worker"] == 20 * d * 32
     assert arms["diana_rand_k"]["bits_up_total_per_worker"] == 20 * k * 32

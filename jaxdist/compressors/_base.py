@@ -85,7 +85,7 @@ def pack_uint(values: jax.Array, width: int) -> Packed:
     if width == 0 or n == 0:
         return Packed(jnp.zeros((0,), jnp.uint8), 0)
     shifts = jnp.arange(width, dtype=jnp.uint32)
-    bit_matrix = ((values[:, None] >> shifts) & jnp.uint32(1)).astype(jnp.uint8)
+    bit_matrix = ((values[:, None] >> shifts[None, :]) & jnp.uint32(1)).astype(jnp.uint8)
     data = jnp.packbits(bit_matrix.reshape(-1), bitorder="little")
     return Packed(data, n * width)
 
@@ -97,7 +97,7 @@ def unpack_uint(packed: Packed, n: int, width: int) -> jax.Array:
     bits = jnp.unpackbits(packed.data, count=n * width, bitorder="little")
     bit_matrix = bits.reshape(n, width).astype(jnp.uint32)
     shifts = jnp.arange(width, dtype=jnp.uint32)
-    return jnp.sum(bit_matrix << shifts, axis=1, dtype=jnp.uint32)
+    return jnp.sum(bit_matrix << shifts[None, :], axis=1, dtype=jnp.uint32)
 
 
 def payload_bits(payload: Payload) -> int:
@@ -130,7 +130,8 @@ def index_bits(d: int) -> int:
 def check_int(name: str, value: Any, *, low: int = 1, high: int | None = None) -> int:
     """Checks that ``value`` is a Python integer in ``[low, high]`` and returns it."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be a Python int, got {value!r} of type {type(value).__name__}")
+        kind = type(value).__name__
+        raise TypeError(f"{name} must be a Python int, got {value!r} of type {kind}")
     value = int(value)
     if value < low:
         raise ValueError(f"{name} must be >= {low}, got {name}={value}")

@@ -204,11 +204,19 @@ def run_experiment(
     t0 = time.perf_counter()
     problem = exp.problem()
     log(f"[{name}] {exp.claim}")
-    log(f"[{name}] problem {problem.name}: M={problem.num_workers}, d={problem.dim}, "
-        f"L={problem.L:.4g}, mu={problem.mu:.4g} ({time.perf_counter() - t0:.1f} s)")
+    log(
+        f"[{name}] problem {problem.name}: M={problem.num_workers}, d={problem.dim}, "
+        f"L={problem.L:.4g}, mu={problem.mu:.4g} ({time.perf_counter() - t0:.1f} s)"
+    )
     arms = exp.arms(problem)
-    summary: dict[str, Any] = {"experiment": name, "claim": exp.claim, "target": exp.target,
-                               "num_steps": steps, "seed": seed, "arms": {}}
+    summary: dict[str, Any] = {
+        "experiment": name,
+        "claim": exp.claim,
+        "target": exp.target,
+        "num_steps": steps,
+        "seed": seed,
+        "arms": {},
+    }
     for i, arm in enumerate(arms, 1):
         path = os.path.join(folder, f"{arm.name}.json")
         meta_ok = False
@@ -225,11 +233,22 @@ def run_experiment(
             trace = run(tx, problem, steps, jax.random.key(seed), log_every=exp.log_every)
             tmp = path + ".tmp"
             with open(tmp, "w") as f:
-                json.dump({"arm": arm.name, "label": arm.label, "stepsize": arm.stepsize,
-                           "num_steps": steps, "seed": seed, "trace": trace.to_dict()}, f)
+                json.dump(
+                    {
+                        "arm": arm.name,
+                        "label": arm.label,
+                        "stepsize": arm.stepsize,
+                        "num_steps": steps,
+                        "seed": seed,
+                        "trace": trace.to_dict(),
+                    },
+                    f,
+                )
             os.replace(tmp, path)  # atomic: a killed run never leaves a half-written result
-            log(f"[{name}] {i}/{len(arms)} {arm.label}: {steps} steps in "
-                f"{time.perf_counter() - t:.1f} s")
+            log(
+                f"[{name}] {i}/{len(arms)} {arm.label}: {steps} steps in "
+                f"{time.perf_counter() - t:.1f} s"
+            )
         s = summarize(trace, exp.target)
         s.update(label=arm.label, stepsize=arm.stepsize)
         summary["arms"][arm.name] = s
@@ -240,8 +259,17 @@ def run_experiment(
 
 
 def _write_summary_csv(summary: dict[str, Any], path: str) -> None:
-    cols = ["arm", "label", "stepsize", "reached", "rounds_to_target", "bits_up_to_target",
-            "bits_down_to_target", "final_rel_gap", "diverged"]
+    cols = [
+        "arm",
+        "label",
+        "stepsize",
+        "reached",
+        "rounds_to_target",
+        "bits_up_to_target",
+        "bits_down_to_target",
+        "final_rel_gap",
+        "diverged",
+    ]
     with open(path, "w") as f:
         f.write(",".join(cols) + "\n")
         for arm, s in summary["arms"].items():
