@@ -12,7 +12,8 @@ l2 = 1e-3, float32) split across M in {10, 100, 1000, 10000} workers. For each M
 * **NumPy loop**: a per-worker Python loop (how most research code and FL_PyTorch / FedJAX-style
   simulators work): per worker, its gradient, ``rng.choice(d, k, replace=False)``, scatter, sum.
 * **NumPy vectorized**: all workers as one ``(M, n_max, d)`` array, one matrix-vector product and
-  one ``einsum`` for the M gradients, Rand-K masks by ``argpartition`` of ``(M, d)`` uniform noise.
+  one ``einsum`` (or batched ``matmul``, whichever is faster here) for the M gradients, Rand-K
+  masks by ``argpartition`` of ``(M, d)`` uniform noise.
 
 All three implement the same rounds (float32): ``g_m = ∇f_m(x)``, ``C_m`` = Rand-K with the
 ``d/k`` scaling, ``x ← x − γ mean_m C_m(g_m)`` (DGD+Rand-K), or DIANA's
@@ -26,15 +27,20 @@ Data layout. For M <= 8124 the samples are split i.i.d. with ``jaxdist.problems.
 1876 samples drawn without replacement a second time (so 1876 samples are held by two workers).
 The problem is built directly (``jaxdist.problems.Problem`` with ``logistic_loss``) because
 ``logistic_regression`` cannot split fewer samples than workers, and its float64 constants
-(per-worker Hessian bounds, Newton solve) take longer than the benchmark itself.
+(per-worker Hessian bounds, Newton solve) take ~30 s at M = 1000 on a 2-core machine.
 
-The per-worker loop is slow at large M: it runs ``--loop-rounds`` rounds (a few) at M = 10000,
-and its rate is extrapolated from those, as printed.
+Timing: every rate is the best over several short blocks (jaxdist: ``--repeats`` calls; NumPy:
+blocks of rounds), since on a shared machine the best block is the least disturbed one; the 1-min
+load average is recorded with each row. The per-worker loop is slow at large M, so at M >= 1000
+it is timed on a bounded number of rounds: ``--loop-rounds`` (10) at M = 1000, and one round per
+repeat (5 rounds, after one warm-up round) at M = 10000; the table prints how many.
+NumPy's BLAS runs on one thread (``--blas-threads``, default 1; 0 keeps the BLAS default): on a
+shared 2-core machine a threaded 8124 x 113 sgemv stalls on scheduler ticks (4-8 ms, not 0.06 ms).
 
 Usage::
 
     python benchmarks/simulation.py            # M in {10, 100, 1000, 10000}, ~4-6 min on 2 cores
-    python benchmarks/simulation.py --quick    # M in {10, 1000}, fewer steps (~1-2 min)
+    python benchmarks/simulation.py --quick    # M in {10, 1000}, fewer steps, writes *_quick.json
     python benchmarks/simulation.py --workers 1000 --out /tmp/sim.json
 
 Results are written as JSON (``benchmarks/results/simulation_<platform>.json``) and quoted in
@@ -53,10 +59,28 @@ import platform
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
+
+def _blas_threads(argv: list[str]) -> int:
+    """``--blas-threads N`` from the command line (read before NumPy is imported)."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--blas-threads="):
+            return int(arg.split("=", 1)[1])
+        if arg == "--blas-threads" and i + 1 < len(argv):
+            return int(argv[i + 1])
+    return 1
+
+
+# NumPy's BLAS gets one thread unless --blas-threads says otherwise (0: the library default). On
+# a shared 2-core machine a threaded sgemv of this size (8124 x 113) waits for scheduler ticks:
+# 4-8 ms instead of 0.06 ms, which would make the vectorized baseline look 10x slower than it is.
+if __name__ == "__main__" and _blas_threads(sys.argv[1:]) > 0:
+    for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, str(_blas_threads(sys.argv[1:])))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _timing import device_description, time_fn  # noqa: E402
@@ -460,6 +484,9 @@ def main(argv=None) -> int:
         "--loop-rounds", type=int, default=10, help="loop rounds timed at M=1000 (1/10 at 10000)"
     )
     parser.add_argument("--repeats", type=int, default=5, help="timing repeats (best kept)")
+    parser.add_argument(
+        "--blas-threads", type=int, default=1, help="NumPy BLAS threads (0: library default)"
+    )
     parser.add_argument("--out", default=None, help="JSON output path")
     args = parser.parse_args(argv)
     workers = args.workers or ([10, 1000] if args.quick else [10, 100, 1000, 10000])
@@ -481,7 +508,9 @@ def main(argv=None) -> int:
     for row in rows:
         print(_fmt(row))
     out = args.out or os.path.join(
-        os.path.dirname(__file__), "results", f"simulation_{jax.devices()[0].platform}.json"
+        os.path.dirname(__file__),
+        "results",
+        f"simulation_{jax.devices()[0].platform}{'_quick' if args.quick else ''}.json",
     )
     os.makedirs(os.path.dirname(out), exist_ok=True)
     meta = {
@@ -492,6 +521,7 @@ def main(argv=None) -> int:
         "processor": platform.processor(),
         "cpu_count": os.cpu_count(),
         "quick": args.quick,
+        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
         "wall_s": wall,
         "dataset": "mushrooms (d = 112 + bias, 8124 samples), l2 = 1e-3, float32",
         "notes": (

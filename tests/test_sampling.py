@@ -124,9 +124,10 @@ def test_every_subset_equally_likely(d, k):
 
 
 def test_draw_order_is_uniform():
-    """For k <= d/2 the output order is the draw order: every ordered k-tuple is equally likely."""
+    """First-distinct path: the output order is the draw order, every ordered tuple equally likely."""
     d, k, n = 5, 2, 20_000
-    out = _draw(d, k, n, seed=7)
+    keys = jax.random.split(jax.random.key(7), n)
+    out = np.asarray(jax.jit(jax.vmap(lambda key: _sampling._first_distinct(key, d, k)))(keys))
     counts = np.zeros((d, d))
     np.add.at(counts, (out[:, 0], out[:, 1]), 1)
     off_diagonal = counts[~np.eye(d, dtype=bool)]
@@ -164,7 +165,9 @@ def test_retry_path_stays_uniform(monkeypatch):
     monkeypatch.setattr(_sampling, "num_candidates", lambda d, k: k)  # P(success) = 120/216
     jax.clear_caches()  # the samplers are jitted: retrace with the patched candidate count
     try:
-        out = np.sort(_draw(d, k, n, seed=5), axis=1)
+        keys = jax.random.split(jax.random.key(5), n)
+        fn = jax.jit(jax.vmap(lambda key: _sampling._first_distinct(key, d, k)))
+        out = np.sort(np.asarray(fn(keys)), axis=1)
     finally:
         monkeypatch.undo()
         jax.clear_caches()
@@ -173,6 +176,47 @@ def test_retry_path_stays_uniform(monkeypatch):
     counts = np.bincount([index[tuple(row)] for row in out.tolist()], minlength=len(subsets))
     assert _chi2_pvalue(counts, n / len(subsets)) > _P_REJECT
     assert num_candidates(d, k) > k
+
+
+@pytest.mark.parametrize("path", ["floyd", "first_distinct"])
+def test_both_paths_give_every_subset_equally_likely(path):
+    d, k, n = 7, 3, 35_000
+    assert _sampling._use_floyd(d, k)  # sample_subset takes the Floyd path here
+    fn = _sampling._floyd if path == "floyd" else _sampling._first_distinct
+    keys = jax.random.split(jax.random.key(3), n)
+    out = np.sort(np.asarray(jax.jit(jax.vmap(lambda key: fn(key, d, k)))(keys)), axis=1)
+    subsets = list(itertools.combinations(range(d), k))
+    index = {s: i for i, s in enumerate(subsets)}
+    counts = np.bincount([index[tuple(row)] for row in out.tolist()], minlength=len(subsets))
+    assert _chi2_pvalue(counts, n / len(subsets)) > _P_REJECT
+
+
+def test_floyd_retry_path_stays_uniform(monkeypatch):
+    """Rejecting about half of the words (still exactly: the accepted range is a multiple of r)
+    makes most Floyd attempts fail; the while_loop redraw must keep the subsets uniform."""
+    d, k, n = 6, 3, 30_000
+    monkeypatch.setattr(
+        _sampling, "_rejection_threshold", lambda r: (2**32 % r) + r * (2**31 // r)
+    )
+    jax.clear_caches()
+    try:
+        keys = jax.random.split(jax.random.key(9), n)
+        out = np.asarray(jax.jit(jax.vmap(lambda key: _sampling._floyd(key, d, k)))(keys))
+    finally:
+        monkeypatch.undo()
+        jax.clear_caches()
+    out = np.sort(out, axis=1)
+    subsets = list(itertools.combinations(range(d), k))
+    index = {s: i for i, s in enumerate(subsets)}
+    counts = np.bincount([index[tuple(row)] for row in out.tolist()], minlength=len(subsets))
+    assert _chi2_pvalue(counts, n / len(subsets)) > _P_REJECT
+
+
+def test_floyd_used_for_small_k_only():
+    assert _sampling._use_floyd(113, 11) and _sampling._floyd_fail_prob(113, 11) < 1e-6
+    assert not _sampling._use_floyd(1000, 33)  # beyond the unrolled size
+    assert not _sampling._use_floyd(10, 6)  # 2k > d: the complement is sampled instead
+    assert expected_draws(113, 11) == 11
 
 
 def test_smallest_distinct_would_be_biased():
@@ -217,7 +261,8 @@ def test_candidates_are_order_k():
     assert num_candidates(10**6, 10**4) < 1.05 * 10**6 * math.log(1 / (1 - 0.01))
     assert num_candidates(1024, 1) == 1  # no rejection, one draw suffices
     assert num_candidates(10**6, 5 * 10**5) < 1.05 * 10**6 * math.log(2)
-    assert expected_draws(100, 90) == num_candidates(100, 10)  # the complement is sampled
+    assert expected_draws(100, 90) == 10  # the complement is sampled (by Floyd here)
+    assert expected_draws(1000, 960) == num_candidates(1000, 40)  # first-distinct path
     assert expected_draws(7, 7) == expected_draws(7, 0) == 0
 
 

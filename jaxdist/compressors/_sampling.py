@@ -7,7 +7,17 @@ uniform (ties between 32-bit sort keys are resolved by position). :func:`sample_
 ``O(min(k, d - k))`` random words and is **exactly** uniform: every k-subset has probability
 ``1 / C(d, k)``, so the ``d / k``-scaled Rand-K estimator is exactly unbiased.
 
-Method (``k <= d / 2``):
+Method for small ``k`` (``k <= 32`` and ``2k <= d``): **Floyd's algorithm** (Bentley & Floyd,
+"A sample of brilliance", CACM 1987), unrolled: for ``j = d - k, ..., d - 1`` draw ``t`` uniform
+on ``[0, j]`` and add ``t`` unless it was already chosen, else add ``j``. Every k-subset has
+probability exactly ``1 / C(d, k)``; it uses exactly ``k`` random words (both 32-bit halves of
+``ceil(k/2)`` split keys, one threefry hash per two words) and ``k(k-1)/2`` comparisons, no sort.
+Each ``t`` is ``w mod (j+1)`` of a word ``w`` rejected below ``2**32 mod (j+1)`` (exact); an
+attempt with a rejected word is redrawn whole in a ``lax.while_loop`` (the fast path is taken
+only when that happens with probability <= 1e-4, e.g. 1.1e-7 for d = 113, k = 11). The output
+order is Floyd's, not a uniformly random order.
+
+Method for larger ``k <= d / 2``:
 
 1. Draw ``n`` candidates i.i.d. uniform on ``range(d)``: exact integers from 32-bit words ``w`` by
    ``w mod d``, rejecting the ``2**32 mod d`` lowest words (the accepted words form a multiple of
@@ -47,6 +57,8 @@ _WORDS = 1 << 32  # number of distinct 32-bit words
 _FAIL_PROB = 1e-9  # target probability that one attempt yields fewer than k distinct values
 _MAX_D = (1 << 31) - 1  # indices (and the sentinel d) must fit in int32
 _EULER_GAMMA = 0.57721566490153286060651209
+_FLOYD_MAX_K = 32  # Floyd's algorithm is unrolled: k(k-1)/2 comparisons
+_FLOYD_MAX_FAIL = 1e-4  # largest accepted probability that one Floyd attempt must be redrawn
 
 
 def _check_sizes(d: int, k: int) -> tuple[int, int]:
@@ -158,8 +170,8 @@ def num_candidates(d: int, k: int, fail_prob: float = _FAIL_PROB) -> int:
 def expected_draws(d: int, k: int) -> int:
     """Random 32-bit words :func:`sample_subset` draws for ``(d, k)`` (one attempt).
 
-    A second attempt (probability <= 1e-9) draws as many again. ``k`` and ``d - k`` cost the
-    same: for ``k > d/2`` the complement is sampled.
+    A second attempt (probability <= 1e-4 on the Floyd path, <= 1e-9 otherwise) draws as many
+    again. ``k`` and ``d - k`` cost the same: for ``k > d/2`` the complement is sampled.
 
     Args:
       d: population size.
@@ -169,7 +181,8 @@ def expected_draws(d: int, k: int) -> int:
       The number of words, ``O(min(k, d - k))``.
     """
     d, k = _check_sizes(d, k)
-    return num_candidates(d, min(k, d - k))
+    small = min(k, d - k)
+    return small if _use_floyd(d, small) else num_candidates(d, small)
 
 
 def _uniform_ints(key: jax.Array, d: int, n: int) -> jax.Array:
@@ -226,6 +239,67 @@ def _first_distinct(key: jax.Array, d: int, k: int) -> jax.Array:
     return lax.while_loop(cond, body, init)[1]
 
 
+def _rejection_threshold(r: int) -> int:
+    """Words below this are rejected so that ``w mod r`` is exactly uniform on ``range(r)``."""
+    return _WORDS % r
+
+
+def _floyd_fail_prob(d: int, k: int) -> float:
+    """Union bound on the probability that a Floyd attempt has a rejected word (static)."""
+    return sum(_rejection_threshold(r) / _WORDS for r in range(d - k + 1, d + 1))
+
+
+def _use_floyd(d: int, k: int) -> bool:
+    return 1 <= k <= _FLOYD_MAX_K and 2 * k <= d and _floyd_fail_prob(d, k) <= _FLOYD_MAX_FAIL
+
+
+def _key_words(key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+    """``n`` random 32-bit words from the data of split keys, and one more key for retries."""
+    probe = jax.random.split(key, 1)
+    typed = jnp.issubdtype(probe.dtype, jax.dtypes.prng_key)
+    per = (jax.random.key_data(probe) if typed else probe).shape[-1]
+    m = -(-n // per)
+    keys = jax.random.split(key, m + 1)
+    data = jax.random.key_data(keys[:m]) if typed else keys[:m]
+    return data.reshape(-1)[:n].astype(jnp.uint32), keys[m]
+
+
+def _floyd_attempt(words: jax.Array, d: int, k: int) -> tuple[jax.Array, jax.Array]:
+    """Floyd's algorithm on ``k`` words; also whether every word was accepted."""
+    chosen, ok = [], jnp.bool_(True)
+    for step in range(k):
+        r = d - k + step + 1  # t is uniform on [0, r - 1] = [0, j]
+        w = words[step]
+        t = (w % jnp.uint32(r)).astype(jnp.int32)
+        threshold = _rejection_threshold(r)
+        if threshold:
+            ok = ok & (w >= jnp.uint32(threshold))
+        if chosen:
+            seen = functools.reduce(jnp.logical_or, [t == c for c in chosen])
+            t = jnp.where(seen, jnp.int32(r - 1), t)
+        chosen.append(t)
+    return jnp.stack(chosen), ok
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _floyd(key: jax.Array, d: int, k: int) -> jax.Array:
+    words, retry = _key_words(key, k)
+    out, ok = _floyd_attempt(words, d, k)
+
+    def body(state):
+        attempt, _, _ = state
+        w, _ = _key_words(jax.random.fold_in(retry, attempt), k)
+        o, good = _floyd_attempt(w, d, k)
+        return attempt + 1, o, good
+
+    return lax.while_loop(lambda s: jnp.logical_not(s[2]), body, (jnp.int32(0), out, ok))[1]
+
+
+def _small_subset(key: jax.Array, d: int, k: int) -> jax.Array:
+    """A uniform k-subset for ``2k <= d``: Floyd for small k, first-distinct draws otherwise."""
+    return _floyd(key, d, k) if _use_floyd(d, k) else _first_distinct(key, d, k)
+
+
 def sample_subset(key: jax.Array, d: int, k: int) -> jax.Array:
     """Indices of a uniformly random k-subset of ``range(d)``, exactly uniform.
 
@@ -240,8 +314,9 @@ def sample_subset(key: jax.Array, d: int, k: int) -> jax.Array:
       k: subset size, a static int in ``[0, d]``.
 
     Returns:
-      ``int32[k]`` distinct indices in ``range(d)``. For ``k <= d/2`` they come in a uniformly
-      random order (the draw order); for ``k > d/2`` in increasing order.
+      ``int32[k]`` distinct indices in ``range(d)``. Their order is unspecified for ``k <= d/2``
+      (Floyd's order, or the draw order of the first-distinct method, which is uniformly
+      random); for ``k > d/2`` it is increasing.
     """
     d, k = _check_sizes(d, k)
     if k == 0:
@@ -249,8 +324,8 @@ def sample_subset(key: jax.Array, d: int, k: int) -> jax.Array:
     if k == d:
         return lax.iota(jnp.int32, d)
     if 2 * k <= d:
-        return _first_distinct(key, d, k)
-    dropped = _first_distinct(key, d, d - k)
+        return _small_subset(key, d, k)
+    dropped = _small_subset(key, d, d - k)
     keep = jnp.ones((d,), bool).at[dropped].set(False, unique_indices=True)
     return jnp.nonzero(keep, size=k)[0].astype(jnp.int32)
 
