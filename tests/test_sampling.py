@@ -124,7 +124,7 @@ def test_every_subset_equally_likely(d, k):
 
 
 def test_draw_order_is_uniform():
-    """First-distinct path: the output order is the draw order, every ordered tuple equally likely."""
+    """First-distinct path: output in draw order, every ordered tuple equally likely."""
     d, k, n = 5, 2, 20_000
     keys = jax.random.split(jax.random.key(7), n)
     out = np.asarray(jax.jit(jax.vmap(lambda key: _sampling._first_distinct(key, d, k)))(keys))
