@@ -86,7 +86,7 @@ def _bits_arms(p: problems.Problem) -> list[Arm]:
         ),
         Arm(
             "ef21_top_k",
-            f"EF21, Top-{k}",
+            f"EF21, Top-{k}, theory step",
             lambda: methods.ef21(top),
             float(theory.ef21_stepsize(p.L, p.L_tilde, top.alpha(d), p.mu)),
         ),
