@@ -195,9 +195,7 @@ def test_floyd_retry_path_stays_uniform(monkeypatch):
     """Rejecting about half of the words (still exactly: the accepted range is a multiple of r)
     makes most Floyd attempts fail; the while_loop redraw must keep the subsets uniform."""
     d, k, n = 6, 3, 30_000
-    monkeypatch.setattr(
-        _sampling, "_rejection_threshold", lambda r: (2**32 % r) + r * (2**31 // r)
-    )
+    monkeypatch.setattr(_sampling, "_rejection_threshold", lambda r: (2**32 % r) + r * (2**31 // r))
     jax.clear_caches()
     try:
         keys = jax.random.split(jax.random.key(9), n)
