@@ -465,22 +465,16 @@ def bernoulli(p: float) -> Compressor:
 
 
 def _magnitude_keys(v: jax.Array) -> jax.Array:
-    """Integer keys ordered like ``|v|``, with every ``nan`` above ``+inf``.
+    """Keys ordered like ``|v|``, with every ``nan`` above ``+inf`` and ties going by index.
 
-    The bit pattern of a non-negative IEEE float is monotone in its value, so ``|v|`` is
-    bitcast to an unsigned/signed integer of the same width (``-0.0`` and ``0.0`` share the key
-    0); ``nan`` (any payload) maps to the largest key so that ties among ``nan`` go by index.
+    ``lax.top_k`` ranks floats in IEEE total order and keeps the lower index first among equal
+    keys. ``|v|`` clears the sign (so ``-0.0`` and ``0.0`` tie) and every ``nan`` is replaced by
+    one canonical ``nan`` (so ``nan`` payloads tie, above ``+inf``). Float keys are used rather than
+    their integer bit patterns: XLA's CPU TopK is ~16x faster on floats (0.2 s vs 3.3 s at
+    d = 1e7, k = 1e5).
     """
     a = jnp.abs(v)
-    width = jnp.dtype(v.dtype).itemsize
-    if width == 8:
-        keys = lax.bitcast_convert_type(a, jnp.int64)
-    elif width == 4:
-        keys = lax.bitcast_convert_type(a, jnp.int32)
-    else:
-        utype = {2: jnp.uint16, 1: jnp.uint8}[width]
-        keys = lax.bitcast_convert_type(a, utype).astype(jnp.int32)
-    return jnp.where(jnp.isnan(v), jnp.iinfo(keys.dtype).max, keys)
+    return jnp.where(jnp.isnan(a), jnp.array(jnp.nan, a.dtype), a)
 
 
 def top_k(k: int, *, index_coding: str = "list") -> Compressor:
@@ -493,8 +487,8 @@ def top_k(k: int, *, index_coding: str = "list") -> Compressor:
 
     NaN handling: ``nan`` counts as larger than ``inf``, which is larger than any finite
     magnitude, so non-finite entries are always kept (and propagate into the output); several
-    ``nan`` entries are ranked by index. Selection uses ``lax.top_k`` on integer keys
-    (the IEEE bit patterns of ``|x_i|``), so it is exact and backend-independent.
+    ``nan`` entries are ranked by index. Selection uses ``lax.top_k`` on ``|x_i|`` with one
+    canonical ``nan`` (IEEE total order, stable), so it is exact.
 
     Args:
       k: number of kept coordinates, ``1 <= k <= d`` (checked when ``d`` is known).
