@@ -16,6 +16,7 @@ COMPRESSORS_UNDER_TEST = (
     ("rand_k", jc.rand_k, {"k": 7}),
     ("rand_k_list", jc.rand_k, {"k": 7, "index_coding": "list"}),
     ("rand_k_mask", jc.rand_k, {"k": 7, "index_coding": "mask"}),
+    ("rand_k_enumerative", jc.rand_k, {"k": 7, "index_coding": "enumerative"}),
     ("rand_k_shared", jc.rand_k, {"k": 7, "shared": True}),
     ("rand_k_unscaled", jc.rand_k, {"k": 7, "scaled": False}),
     ("rand_k_large", jc.rand_k, {"k": 40}),
@@ -34,6 +35,8 @@ COMPRESSORS_UNDER_TEST = (
     ("stochastic_round", jc.stochastic_round, {"step": 0.05}),
     ("truncate", jc.truncate, {}),
     ("cast_bf16", jc.cast, {"dtype": "bfloat16"}),
+    ("cast_fp16", jc.cast, {"dtype": "float16"}),
+    ("dither_l2", jc.dither, {"s": 3}),
     ("sign", jc.sign, {}),
     ("scaled_sign", jc.scaled_sign, {}),
     ("power_sgd", jc.power_sgd, {"rank": 2}),
@@ -54,3 +57,6 @@ def build(name: str):
 
 
 NAMES = tuple(entry[0] for entry in COMPRESSORS_UNDER_TEST)
+
+# Accounting-only codings: ``bits`` counts the optimal code, the payload carries a plainer one.
+ACCOUNTING_ONLY = {"rand_k_enumerative"}

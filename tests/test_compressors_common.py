@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from registry import NAMES, NUM_WORKERS, build
+from registry import ACCOUNTING_ONLY, NAMES, NUM_WORKERS, build
 
 from jaxdist.compressors import payload_bits
 
@@ -73,7 +73,11 @@ def test_decode_encode_equals_compress_and_bits(name):
     # jit gives the same numbers as eager execution.
     bitwise_equal(direct, on_worker(c, jax.jit(c.compress), key, x))
     # The payload is exactly bits(d) bits, and bits(d) agrees for an int d and an array.
-    assert payload_bits(payload) == c.bits(x) == c.bits(x.size)
+    assert c.bits(x) == c.bits(x.size)
+    if name in ACCOUNTING_ONLY:
+        assert payload_bits(payload) > c.bits(x)  # the optimal code is shorter than the payload
+    else:
+        assert payload_bits(payload) == c.bits(x)
 
 
 @pytest.mark.parametrize("name", NAMES)
