@@ -219,6 +219,8 @@ class Compressor:
       deterministic: the output does not depend on the key.
       needs_axis: the operator calls collectives on ``axis_name`` (Perm-K, PowerSGD over workers).
       axis_name: the worker axis such an operator reads (``None`` otherwise).
+      bits_uses_shape: ``bits_fn(d, dtype, shape)`` also receives the static input shape (a
+        4 x 25 and a 10 x 10 matrix cost different amounts under PowerSGD).
     """
 
     name: str
@@ -238,6 +240,7 @@ class Compressor:
     check_fn: Callable[[int, tuple[int, ...]], None] | None = None
     per_leaf: bool = False
     base: Compressor | None = None
+    bits_uses_shape: bool = False
 
     # -- constants -------------------------------------------------------------------------
 
@@ -275,7 +278,14 @@ class Compressor:
             return self._leafwise(d, "bits", sum, dtype=dtype)
         dim, inferred, shape = _resolve_dim(d)
         self._check(dim, shape)
-        return int(self.bits_fn(dim, jnp.dtype(dtype if dtype is not None else inferred)))
+        return self.bits_at(dim, jnp.dtype(dtype if dtype is not None else inferred), shape)
+
+    def bits_at(self, d: int, dtype: DTypeLike, shape: tuple[int, ...]) -> int:
+        """Bits of one message for a ``d``-vector of ``dtype`` that came from an array of
+        ``shape`` (only operators with ``bits_uses_shape``, e.g. PowerSGD, look at the shape)."""
+        if self.bits_uses_shape and not self.per_leaf:
+            return int(self.bits_fn(d, dtype, shape))
+        return int(self.bits_fn(d, dtype))
 
     def _leafwise(self, d, attr, reduce, **kwargs):
         if isinstance(d, int | np.integer):

@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxdist.compressors._base import Compressor, float_bits
-from jaxdist.compressors._lowrank import ShapeAwareCompressor, shape_bits
 
 __all__ = ["compose", "scaled", "induced", "top_k_quantized"]
 
@@ -201,8 +200,8 @@ def compose(c2: Compressor, c1: Compressor) -> Compressor:
         def bits(d, dtype, shape=None):
             shape = shape if shape is not None else (d,)
             k = kept(d)
-            index_part = shape_bits(c1, d, dtype, shape) - k * float_bits(dtype)
-            return index_part + shape_bits(c2, k, dtype, (k,))
+            index_part = c1.bits_at(d, dtype, shape) - k * float_bits(dtype)
+            return index_part + c2.bits_at(k, dtype, (k,))
 
     else:
 
@@ -215,7 +214,7 @@ def compose(c2: Compressor, c1: Compressor) -> Compressor:
             return c2.decode_fn(k2, payload, d, dtype, shape)
 
         def bits(d, dtype, shape=None):
-            return shape_bits(c2, d, dtype, shape if shape is not None else (d,))
+            return c2.bits_at(d, dtype, shape if shape is not None else (d,))
 
     omega_fn = None
     if c1.unbiased and c2.unbiased and c1.omega_fn is not None and c2.omega_fn is not None:
@@ -239,7 +238,8 @@ def compose(c2: Compressor, c1: Compressor) -> Compressor:
                 return None
             return a1 * max(candidates)
 
-    return ShapeAwareCompressor(
+    return Compressor(
+        bits_uses_shape=True,
         name=f"compose({c2.name}, {c1.name})",
         encode_fn=encode,
         decode_fn=decode,
@@ -308,13 +308,14 @@ def scaled(c: Compressor) -> Compressor:
         def compress_fn(key, v, shape):
             return c.compress_fn(key, v, shape) * factor(v.shape[0], v.dtype)
 
-    return ShapeAwareCompressor(
+    return Compressor(
+        bits_uses_shape=True,
         name=f"scaled({c.name})",
         encode_fn=c.encode_fn,
         decode_fn=decode,
         compress_fn=compress_fn,
-        bits_fn=lambda d, dtype, shape=None: shape_bits(
-            c, d, dtype, shape if shape is not None else (d,)
+        bits_fn=lambda d, dtype, shape=None: c.bits_at(
+            d, dtype, shape if shape is not None else (d,)
         ),
         omega_fn=None,
         alpha_fn=lambda d: 1.0 / (c.omega_fn(d) + 1.0),
@@ -401,7 +402,7 @@ def induced(biased: Compressor, unbiased: Compressor) -> Compressor:
 
     def bits(d, dtype, shape=None):
         shape = shape if shape is not None else (d,)
-        return shape_bits(c1, d, dtype, shape) + shape_bits(c2, d, dtype, shape)
+        return c1.bits_at(d, dtype, shape) + c2.bits_at(d, dtype, shape)
 
     def omega_fn(d):
         a1 = c1.alpha_fn(d)
@@ -409,7 +410,8 @@ def induced(biased: Compressor, unbiased: Compressor) -> Compressor:
             return None
         return c2.omega_fn(d) * (1.0 - a1)
 
-    return ShapeAwareCompressor(
+    return Compressor(
+        bits_uses_shape=True,
         name=f"induced({c1.name}, {c2.name})",
         encode_fn=encode,
         decode_fn=decode,

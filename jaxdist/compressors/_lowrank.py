@@ -1,14 +1,11 @@
 """Low-rank compression: one step of power iteration from a shared random start (PowerSGD).
 
-This module also defines :class:`ShapeAwareCompressor`, a :class:`Compressor` whose bit count
-depends on the static *shape* of the input and not only on its size ``d`` (a ``4 x 25`` matrix
-and a ``10 x 10`` matrix cost different amounts under PowerSGD). Its ``bits_fn`` takes
-``(d, dtype, shape)``; the combinators use it to pass the shape on to their parts.
+Its message size depends on the static *shape* of the input, not only on ``d``, so the
+compressor sets ``bits_uses_shape`` and its ``bits_fn`` takes ``(d, dtype, shape)``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from typing import Any
@@ -18,44 +15,11 @@ import jax.numpy as jnp
 
 from jaxdist.compressors._base import (
     Compressor,
-    _resolve_dim,
     check_int,
     float_bits,
 )
 
 __all__ = ["power_sgd"]
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class ShapeAwareCompressor(Compressor):
-    """A :class:`Compressor` whose ``bits_fn(d, dtype, shape)`` also receives the input shape.
-
-    ``shape`` is the static shape hint that ``encode_fn`` receives: the array's own shape for a
-    single array, ``(d,)`` for a flattened pytree or an integer ``d``.
-    """
-
-    def bits(self, d: Any, dtype: Any = None) -> int:
-        """Exact size in bits of one message for the input ``d`` (an int, array or pytree).
-
-        Args:
-          d: the dimension, or an array / ShapeDtypeStruct / pytree whose size and shape give it.
-          dtype: the float dtype on the wire; defaults to that of ``d`` (float32 for an int).
-
-        Returns:
-          The number of bits of one message, an ``int``.
-        """
-        if self.per_leaf:
-            return super().bits(d, dtype)
-        dim, inferred, shape = _resolve_dim(d)
-        self._check(dim, shape)
-        return int(self.bits_fn(dim, jnp.dtype(dtype if dtype is not None else inferred), shape))
-
-
-def shape_bits(c: Compressor, d: int, dtype: Any, shape: tuple[int, ...]) -> int:
-    """``c.bits_fn`` at ``(d, dtype)``, passing ``shape`` on when ``c`` is shape aware."""
-    if isinstance(c, ShapeAwareCompressor) and not c.per_leaf:
-        return int(c.bits_fn(d, dtype, shape))
-    return int(c.bits_fn(d, dtype))
 
 
 def _compute_dtype(dtype: Any) -> Any:
@@ -231,7 +195,8 @@ def power_sgd(rank: int, *, shape: tuple[int, int] | None = None) -> Compressor:
         return float_bits(dtype) * rank * (n + m)
 
     suffix = "" if forced is None else f", shape={forced}"
-    return ShapeAwareCompressor(
+    return Compressor(
+        bits_uses_shape=True,
         name=f"power_sgd(rank={rank}{suffix})",
         encode_fn=encode,
         decode_fn=decode,
