@@ -18,6 +18,16 @@ def _parser() -> argparse.ArgumentParser:
         "that reproduce the lecture's claims, measured in rounds and exact bits.",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    # Plain `jaxdist` is `jaxdist run bits`: the run options have defaults at the top level too.
+    parser.set_defaults(
+        command="run",
+        names=["bits"],
+        out="results",
+        force=False,
+        steps=None,
+        seed=0,
+        no_plot=False,
+    )
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("list", help="list the named experiments and the compressors")
     run_p = sub.add_parser("run", help="run named experiments (default: bits)")
@@ -58,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from jaxdist.experiments import EXPERIMENTS, run_experiment
 
-    command = args.command or "run"
+    command = args.command
     if command == "list":
         print("experiments:")
         for name, exp in EXPERIMENTS.items():
@@ -71,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.names:
             print(plot_experiment(name, args.out))
         return 0
-    names = getattr(args, "names", ["bits"])
+    names = args.names
     if names == ["all"]:
         names = list(EXPERIMENTS)
     unknown = [n for n in names if n not in EXPERIMENTS]
@@ -83,21 +93,21 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         summary = run_experiment(
             name,
-            getattr(args, "out", "results"),
-            force=getattr(args, "force", False),
-            num_steps=getattr(args, "steps", None),
-            seed=getattr(args, "seed", 0),
+            args.out,
+            force=args.force,
+            num_steps=args.steps,
+            seed=args.seed,
             log=lambda line: print(line, flush=True),
         )
         _print_summary(summary)
-        if not getattr(args, "no_plot", False):
+        if not args.no_plot:
             try:
                 from jaxdist.plotting import plot_experiment
 
-                print(f"  figure: {plot_experiment(name, getattr(args, 'out', 'results'))}")
+                print(f"  figure: {plot_experiment(name, args.out)}")
             except ImportError as e:
                 print(f"  (no figure: {e})")
-        print(f"  results: {getattr(args, 'out', 'results')}/{name}/")
+        print(f"  results: {args.out}/{name}/")
     return 0
 
 

@@ -35,10 +35,12 @@ def plot_experiment(name: str, out_dir: str = "results") -> str:
     traces = load_traces(name, out_dir)
     exp = EXPERIMENTS[name]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    top = 1.0
     for label, trace in traces.values():
         gap = np.asarray(trace.f_gap, np.float64)
         rel = gap / gap[0]
         rel = np.where(np.isfinite(rel), rel, np.nan)
+        top = max(top, float(np.nanmax(rel)))
         axes[0].semilogy(trace.rounds, rel, label=label)
         axes[1].loglog(np.maximum(trace.bits_up, 1), rel, label=label)
     for ax, xlabel in zip(axes, ["communication rounds", "bits sent up per worker"], strict=True):
@@ -46,11 +48,6 @@ def plot_experiment(name: str, out_dir: str = "results") -> str:
         ax.set_xlabel(xlabel)
         ax.set_ylabel(r"$(f(x)-f^\star)/(f(x^0)-f^\star)$")
         ax.grid(True, which="both", alpha=0.3)
-    top = max(
-        np.nanmax(np.where(np.isfinite(t.f_gap / t.f_gap[0]), t.f_gap / t.f_gap[0], np.nan))
-        for _, t in traces.values()
-    )
-    for ax in axes:
         # float32 losses resolve (f - f*)/(f0 - f*) down to about 1e-9.
         ax.set_ylim(bottom=1e-9, top=min(top * 2, 1e6))
     axes[1].legend(fontsize=8)
