@@ -2,48 +2,59 @@
 
 Workers live on a named axis: ``jax.vmap(..., axis_name="workers")`` simulates them on one
 device and ``jax.shard_map`` runs the same code on real devices. Compressors are pure functions
-of a PRNG key; methods are optax-style ``init/update`` state machines; everything is measured in
-exact bits and communication rounds.
+of a PRNG key; methods are optax-style ``init/update`` state machines or round-based methods
+with ``init/round/params``; everything is measured in exact bits and communication rounds.
 
 Subpackages: :mod:`jaxdist.compressors`, :mod:`jaxdist.comm`, :mod:`jaxdist.methods`,
 :mod:`jaxdist.problems`, :mod:`jaxdist.theory`, :mod:`jaxdist.experiments`.
+
+The subpackages are imported on first use (PEP 562), so ``import jaxdist`` and the ``jaxdist``
+command start without importing JAX; ``jaxdist.diana`` or ``from jaxdist import run`` import
+what they need.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from jaxdist import comm as comm
-from jaxdist import compressors as compressors
-from jaxdist import experiments as experiments
-from jaxdist import methods as methods
-from jaxdist import problems as problems
-from jaxdist import theory as theory
-from jaxdist.experiments import Trace as Trace
-from jaxdist.experiments import run as run
-from jaxdist.methods import bidirectional as bidirectional
-from jaxdist.methods import dcgd as dcgd
-from jaxdist.methods import dgd as dgd
-from jaxdist.methods import diana as diana
-from jaxdist.methods import ef14 as ef14
-from jaxdist.methods import ef21 as ef21
-from jaxdist.methods import ef21_p as ef21_p
-from jaxdist.methods import marina as marina
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "Trace",
-    "__version__",
-    "bidirectional",
-    "comm",
-    "compressors",
-    "dcgd",
-    "dgd",
-    "diana",
-    "ef14",
-    "ef21",
-    "ef21_p",
-    "experiments",
-    "marina",
-    "methods",
-    "problems",
-    "run",
-    "theory",
-]
+__version__ = "0.2.0.dev0"
+
+_SUBPACKAGES = ("comm", "compressors", "experiments", "methods", "problems", "theory")
+
+# Public name -> the subpackage that defines it.
+_EXPORTS = {
+    "Trace": "experiments",
+    "run": "experiments",
+    "dcgd": "methods",
+    "dgd": "methods",
+    "diana": "methods",
+    "ef14": "methods",
+    "ef21": "methods",
+    "ef21_p": "methods",
+    "marina": "methods",
+}
+
+__all__ = sorted(["__version__", *_SUBPACKAGES, *_EXPORTS])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        module = importlib.import_module(f"jaxdist.{name}")
+        globals()[name] = module
+        return module
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"jaxdist.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'jaxdist' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from jaxdist import comm, compressors, experiments, methods, problems, theory  # noqa: F401
+    from jaxdist.experiments import Trace, run  # noqa: F401
+    from jaxdist.methods import dcgd, dgd, diana, ef14, ef21, ef21_p, marina  # noqa: F401

@@ -128,23 +128,35 @@ def axis_size(axis_name: AxisName = "workers") -> int:
     return int(_call(axis_name, lambda: lax.axis_size(axis_name)))
 
 
-def worker_key(key: jax.Array, *, shared: bool = False, axis_name: AxisName = "workers"):
-    """This worker's PRNG key: ``key`` itself if shared, else ``fold_in(key, axis_index)``.
+def worker_key(
+    key: jax.Array,
+    *,
+    shared: bool = False,
+    axis_name: AxisName = "workers",
+    index: Any = None,
+) -> jax.Array:
+    """Worker ``m``'s PRNG key: ``key`` itself if shared, else ``fold_in(key, m)``.
 
-    Independent randomness across workers folds in the worker index; shared randomness (the
-    same key on every worker) is what makes shared-seed Rand-K and Perm-K correlated.
+    This is the one worker-key rule of jaxdist. Independent randomness across workers folds in
+    the worker index; shared randomness (the same key on every worker) is what makes
+    shared-seed Rand-K and Perm-K correlated. ``m`` is this worker's :func:`axis_index`, or
+    ``index`` when given (a receiver decoding the message of sender ``index``, or a per-worker
+    loop outside any axis).
 
     Args:
-      key: a PRNG key that is the same on every worker (typed or raw ``uint32``).
+      key: a PRNG key that is the same on every worker.
       shared: return ``key`` unchanged (no collective is needed then).
-      axis_name: the worker axis.
+      axis_name: the worker axis (read only when ``index`` is None).
+      index: the worker index ``m`` as data (int or int32 scalar), instead of the axis.
 
     Returns:
       A key of the same kind as ``key``.
     """
     if shared:
         return key
-    return jax.random.fold_in(key, axis_index(axis_name))
+    if index is None:
+        index = axis_index(axis_name)
+    return jax.random.fold_in(key, index)
 
 
 def worker_sum(x: PyTree, axis_name: AxisName = "workers") -> PyTree:

@@ -51,7 +51,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["sample_subset", "random_permutation", "num_candidates", "expected_draws"]
+__all__ = [
+    "sample_subset",
+    "random_permutation",
+    "num_candidates",
+    "expected_draws",
+    "coin_threshold",
+    "bernoulli_coin",
+]
 
 _WORDS = 1 << 32  # number of distinct 32-bit words
 _FAIL_PROB = 1e-9  # target probability that one attempt yields fewer than k distinct values
@@ -377,3 +384,48 @@ def _random_permutation(key: jax.Array, n: int) -> jax.Array:
 
     init = (jnp.int32(0), jnp.zeros((n,), jnp.int32), jnp.bool_(False))
     return lax.while_loop(lambda s: jnp.logical_not(s[2]), body, init)[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# The exact Bernoulli coin (Bernoulli compressor, MARINA, Scaffnew, partial participation).
+
+
+def coin_threshold(p: float) -> int:
+    """The integer threshold ``T = round(p·2^32)`` (at least 1) of :func:`bernoulli_coin`.
+
+    A coin with a concrete ``p`` is heads with probability exactly ``T / 2^32``
+    (``|T/2^32 − p| <= 2^-33``); ``T = 2^32`` means always.
+    """
+    return min(max(1, round(float(p) * 2**32)), 2**32)
+
+
+def bernoulli_coin(key: jax.Array, p) -> jax.Array:
+    """One exact Bernoulli coin: ``w < T`` for one uniform 32-bit word ``w``.
+
+    For a concrete ``p`` the threshold is :func:`coin_threshold` (heads with probability
+    exactly ``T/2^32``). For a traced ``p`` (a swept hyperparameter) ``T = floor(p·2^32)``
+    computed in the float dtype of ``p``: for float32 ``p`` this is exact (scaling by a power
+    of two), so the probability is exactly the float32 value of ``p``; ``p >= 1`` is always
+    heads. One random word per coin.
+
+    Args:
+      key: a PRNG key (the same key on every worker gives the same coin everywhere).
+      p: the probability of heads, in (0, 1].
+
+    Returns:
+      A boolean scalar.
+    """
+    word = jax.random.bits(key, (), jnp.uint32)
+    if not isinstance(p, jax.core.Tracer) and np.ndim(p) == 0:
+        threshold = coin_threshold(p)
+        if threshold >= 2**32:
+            return jnp.ones((), bool)
+        return word < jnp.uint32(threshold)
+    p = jnp.asarray(p)
+    if not jnp.issubdtype(p.dtype, jnp.floating):
+        p = p.astype(jnp.float32)
+    scaled = jnp.floor(p * jnp.asarray(2.0**32, p.dtype))
+    below = word.astype(p.dtype) < scaled if p.dtype == jnp.float64 else (
+        word < jnp.clip(scaled, 0, 2.0**32 - 256).astype(jnp.uint32)
+    )
+    return below | (p >= 1)
