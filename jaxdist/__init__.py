@@ -33,6 +33,10 @@ _EXPORTS = {
     "ef21": "methods",
     "ef21_p": "methods",
     "marina": "methods",
+    "accumulate": "methods",
+    "apply_if_finite": "methods",
+    "as_round": "methods",
+    "RoundMethod": "methods",
 }
 
 __all__ = sorted(["__version__", *_SUBPACKAGES, *_EXPORTS])
@@ -57,4 +61,16 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from jaxdist import comm, compressors, experiments, methods, problems, theory  # noqa: F401
     from jaxdist.experiments import Trace, run  # noqa: F401
-    from jaxdist.methods import dcgd, dgd, diana, ef14, ef21, ef21_p, marina  # noqa: F401
+    from jaxdist.methods import (  # noqa: F401
+        RoundMethod,
+        accumulate,
+        apply_if_finite,
+        as_round,
+        dcgd,
+        dgd,
+        diana,
+        ef14,
+        ef21,
+        ef21_p,
+        marina,
+    )

@@ -12,8 +12,10 @@ from jaxdist.comm._axis import axis_index as axis_index
 from jaxdist.comm._axis import axis_size as axis_size
 from jaxdist.comm._axis import make_worker_mesh as make_worker_mesh
 from jaxdist.comm._axis import on_mesh as on_mesh
+from jaxdist.comm._axis import replicate as replicate
 from jaxdist.comm._axis import simulate as simulate
 from jaxdist.comm._axis import uniform_cond as uniform_cond
+from jaxdist.comm._axis import varying as varying
 from jaxdist.comm._axis import worker_gather as worker_gather
 from jaxdist.comm._axis import worker_key as worker_key
 from jaxdist.comm._axis import worker_max as worker_max
@@ -22,7 +24,9 @@ from jaxdist.comm._axis import worker_sum as worker_sum
 from jaxdist.comm._axis import workers as workers
 from jaxdist.comm._ledger import Ledger as Ledger
 from jaxdist.comm._ledger import Traffic as Traffic
+from jaxdist.comm._ledger import exact_bits as exact_bits
 from jaxdist.comm._ledger import find_ledgers as find_ledgers
+from jaxdist.comm._ledger import sum_exact as sum_exact
 from jaxdist.comm._ledger import total_traffic as total_traffic
 
 __all__ = [
@@ -31,12 +35,16 @@ __all__ = [
     "axis_index",
     "axis_size",
     "compressed_mean",
+    "exact_bits",
     "find_ledgers",
     "make_worker_mesh",
     "on_mesh",
+    "replicate",
     "simulate",
+    "sum_exact",
     "total_traffic",
     "uniform_cond",
+    "varying",
     "worker_gather",
     "worker_key",
     "worker_max",

@@ -9,14 +9,12 @@ function then runs
 
 and :func:`workers` switches between the two with one argument. The collective wrappers
 (:func:`axis_index`, :func:`worker_sum`, :func:`worker_mean`, ...) add one thing to the
-``jax.lax`` primitives: a clear :class:`ValueError` when the axis is not bound. They also
-dispatch to the thread-based loop backend of :mod:`jaxdist.testing` when it is active (a test
-aid; without it they are exactly the ``jax.lax`` collectives).
+``jax.lax`` primitives: a clear :class:`ValueError` when the axis is not bound. There is no
+hidden state: they are exactly the ``jax.lax`` collectives.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -24,8 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from jaxdist._validate import check_int
 
 PyTree = Any
 AxisName = Hashable
@@ -43,6 +43,8 @@ __all__ = [
     "worker_max",
     "worker_gather",
     "uniform_cond",
+    "varying",
+    "replicate",
 ]
 
 BACKENDS = ("vmap", "shard_map")
@@ -72,22 +74,6 @@ def _call(axis_name: AxisName, fn: Callable[[], Any]) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# Hook for the loop backend of jaxdist.testing (threads exchanging messages).
-
-_LOOP = threading.local()
-
-
-def _loop_axis(axis_name: AxisName) -> Any:
-    axes = getattr(_LOOP, "axes", None)
-    if not axes:
-        return None
-    try:
-        return axes.get(axis_name)
-    except TypeError:  # unhashable axis name
-        return None
-
-
-# ---------------------------------------------------------------------------------------------
 # Collectives.
 
 
@@ -104,9 +90,6 @@ def axis_index(axis_name: AxisName = "workers") -> jax.Array:
       ValueError: if ``axis_name`` is not bound (the code is not running under
         :func:`simulate`, :func:`on_mesh` or a ``vmap``/``shard_map`` binding that name).
     """
-    loop = _loop_axis(axis_name)
-    if loop is not None:
-        return jnp.asarray(loop.index, jnp.int32)
     return _call(axis_name, lambda: lax.axis_index(axis_name))
 
 
@@ -122,9 +105,6 @@ def axis_size(axis_name: AxisName = "workers") -> int:
     Raises:
       ValueError: if ``axis_name`` is not bound.
     """
-    loop = _loop_axis(axis_name)
-    if loop is not None:
-        return loop.size
     return int(_call(axis_name, lambda: lax.axis_size(axis_name)))
 
 
@@ -169,9 +149,6 @@ def worker_sum(x: PyTree, axis_name: AxisName = "workers") -> PyTree:
     Returns:
       ``sum_m x_m``, with the structure of ``x``.
     """
-    loop = _loop_axis(axis_name)
-    if loop is not None:
-        return loop.reduce(x, "sum")
     return _call(axis_name, lambda: lax.psum(x, axis_name))
 
 
@@ -185,9 +162,6 @@ def worker_mean(x: PyTree, axis_name: AxisName = "workers") -> PyTree:
     Returns:
       ``(1/M) sum_m x_m``, with the structure of ``x``.
     """
-    loop = _loop_axis(axis_name)
-    if loop is not None:
-        return loop.reduce(x, "mean")
     return _call(axis_name, lambda: lax.pmean(x, axis_name))
 
 
@@ -203,9 +177,6 @@ def worker_max(x: PyTree, axis_name: AxisName = "workers") -> PyTree:
     Returns:
       ``max_m x_m``, with the structure of ``x``.
     """
-    loop = _loop_axis(axis_name)
-    if loop is not None:
-        return loop.reduce(x, "max")
     return _call(axis_name, lambda: lax.pmax(x, axis_name))
 
 
@@ -219,9 +190,6 @@ def worker_gather(x: PyTree, axis_name: AxisName = "workers") -> PyTree:
     Returns:
       A pytree whose leaves have a leading axis ``m = 0..M-1``.
     """
-    loop = _loop_axis(axis_name)
-    if loop is not None:
-        return loop.reduce(x, "gather")
     return _call(axis_name, lambda: lax.all_gather(x, axis_name))
 
 
@@ -251,9 +219,91 @@ def uniform_cond(
       The output of the taken branch.
     """
     flag = worker_max(jnp.asarray(pred).astype(jnp.int32), axis_name) > 0
-    if _loop_axis(axis_name) is not None:
-        return true_fn(*operands) if bool(flag) else false_fn(*operands)
     return lax.cond(flag, true_fn, false_fn, *operands)
+
+
+def varying(tree: PyTree, axis_name: AxisName = "workers") -> PyTree:
+    """Marks per-worker values as varying over the worker axis under ``jax.shard_map``.
+
+    Under ``shard_map`` (with its default ``check_vma=True``) every value has a type that says
+    over which mesh axes it may differ. A per-worker quantity created from constants (a shift
+    ``h_m = 0``, an error ``e_m = 0``) starts *invariant* and becomes *varying* after one step,
+    so a ``lax.scan`` over steps would reject the carry. Methods pass their per-worker state
+    through this function at ``init``: leaves already varying over ``axis_name`` are kept,
+    others are cast with ``jax.lax.pcast(..., to="varying")``. Outside ``shard_map`` (under
+    ``vmap``, or with no axis bound) it returns ``tree`` unchanged.
+
+    Args:
+      tree: a pytree of arrays.
+      axis_name: the worker axis.
+
+    Returns:
+      ``tree`` with every leaf varying over ``axis_name`` where that type exists.
+    """
+    names = axis_name if isinstance(axis_name, tuple) else (axis_name,)
+
+    def cast(x):
+        manual = getattr(jax.typeof(x), "manual_axis_type", None)
+        vma = frozenset() if manual is None else manual.varying
+        missing = tuple(n for n in names if n not in vma)
+        if not missing:
+            return x
+        try:
+            return lax.pcast(x, missing, to="varying")
+        # Not under shard_map (ValueError), not one of its manual axes (NameError), or a
+        # shard_map with check_vma=False, which has no varying types (AssertionError).
+        except (ValueError, NameError, AssertionError):
+            return x
+
+    return jax.tree_util.tree_map(cast, tree)
+
+
+def replicate(
+    params: PyTree,
+    num_workers: int,
+    init: Callable[[PyTree], Any] | None = None,
+    *,
+    backend: str = "vmap",
+    mesh: Mesh | None = None,
+    axis_name: AxisName = "workers",
+) -> Any:
+    """``M`` replicas of ``params`` (a leading worker axis), and their method states.
+
+    The starting point of a hand-written loop: every worker holds its own copy of the model
+    and of the method's state, exactly as on a mesh.
+
+    Args:
+      params: one copy of the parameters (a pytree of arrays).
+      num_workers: ``M``.
+      init: optional ``init`` function (``tx.init`` of an optax transformation, or a
+        round-based method's ``init``) run per worker under the worker axis.
+      backend: ``"vmap"`` or ``"shard_map"``, as in :func:`workers`.
+      mesh: for ``"shard_map"``, the mesh.
+      axis_name: the worker axis.
+
+    Returns:
+      The stacked parameters, or ``(stacked_params, stacked_states)`` when ``init`` is given.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax
+      >>> from jaxdist import comm, diana
+      >>> from jaxdist.compressors import rand_k
+      >>> opt = optax.chain(diana(rand_k(2)), optax.sgd(0.1))
+      >>> params, state = comm.replicate({"w": jnp.zeros(5)}, 4, opt.init)
+      >>> params["w"].shape, state[0].h_m.shape
+      ((4, 5), (4, 5))
+    """
+    num_workers = _check_num_workers(num_workers)
+    leaves = jax.tree_util.tree_leaves(params)
+    if not leaves:
+        raise ValueError("replicate: params has no array leaves")
+    stacked = jax.tree_util.tree_map(
+        lambda p: jnp.broadcast_to(jnp.asarray(p), (num_workers, *jnp.shape(p))), params
+    )
+    if init is None:
+        return stacked
+    states = workers(init, num_workers, backend=backend, mesh=mesh, axis_name=axis_name)(stacked)
+    return stacked, states
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,11 +311,7 @@ def uniform_cond(
 
 
 def _check_num_workers(num_workers: Any) -> int:
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int | np.integer):
-        raise TypeError(f"num_workers must be a Python int, got {num_workers!r}")
-    if num_workers < 1:
-        raise ValueError(f"num_workers must be >= 1, got num_workers={num_workers}")
-    return int(num_workers)
+    return check_int("num_workers", num_workers, low=1)
 
 
 def simulate(
@@ -430,9 +476,17 @@ def on_mesh(
             m = max(leading)
         bad = leading - {m}
         if bad:
+            more = [n for n in bad if n > m]
+            hint = (
+                f" on_mesh runs exactly one worker per device of the mesh axis {axis_name!r} "
+                f"(size {m}); more workers than devices is not supported: simulate them with "
+                "backend='vmap' (jaxdist.comm.simulate), or use a mesh with one device per worker."
+                if more and mesh is not None
+                else ""
+            )
             raise ValueError(
                 f"every stacked argument (in_axes=0) needs a leading axis of size "
-                f"num_workers={m}; got leading sizes {sorted(leading)} (-1 = a scalar)"
+                f"num_workers={m}; got leading sizes {sorted(leading)} (-1 = a scalar).{hint}"
             )
         the_mesh = mesh if mesh is not None else make_worker_mesh(m, axis_name=axis_name)
 
@@ -474,7 +528,18 @@ def on_mesh(
         mapped = jax.shard_map(
             body, mesh=the_mesh, in_specs=in_specs, out_specs=out_specs, check_vma=check_vma
         )
-        return mapped(*args)
+        # Place the inputs as the specs say (meshes with Explicit axes, the default of
+        # jax.make_mesh, do not reshard unplaced arrays by themselves).
+        placed = tuple(
+            jax.tree_util.tree_map(
+                lambda spec, a: jax.device_put(a, NamedSharding(the_mesh, spec)),
+                spec_tree,
+                arg,
+                is_leaf=lambda x: isinstance(x, P),
+            )
+            for spec_tree, arg in zip(in_specs, args, strict=True)
+        )
+        return mapped(*placed)
 
     return wrapped
 

@@ -18,7 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Ledger", "Traffic", "find_ledgers", "total_traffic"]
+__all__ = ["Ledger", "Traffic", "exact_bits", "sum_exact", "find_ledgers", "total_traffic"]
+
+_INT64_MAX = np.iinfo(np.int64).max
 
 _COUNT_DTYPE = jnp.int32
 
@@ -185,14 +187,8 @@ class Ledger:
                 "Ledger bits are computed on the host: call bits_up()/bits_down() on a concrete "
                 "ledger (outside jit), e.g. on the state or trace returned by a jitted step"
             )
-        counts = np.asarray(counts)
-        if counts.shape[-1] == 0:
-            return _to_int(np.zeros(counts.shape[:-1], dtype=object))
-        # Exact: Python-int (object) arithmetic, then int64 (raises OverflowError if too big).
-        exact = np.zeros(counts.shape[:-1], dtype=object)
-        for j, size in enumerate(sizes):
-            exact = exact + np.asarray(counts[..., j]).astype(object) * int(size)
-        return _to_int(np.asarray(exact, dtype=object))
+        bits = exact_bits(counts, sizes)
+        return int(bits) if bits.shape == () else bits
 
     def bits_up(self) -> Any:
         """Exact bits this worker has sent up: ``sum_kind count * size``.
@@ -235,6 +231,61 @@ class Ledger:
         up = dict(zip(self.up_kinds, self.up_sizes, strict=True))
         down = dict(zip(self.down_kinds, self.down_sizes, strict=True))
         return f"Ledger(up={up}, down={down}, counts_up={self.up!r}, rounds={self.rounds!r})"
+
+
+def exact_bits(counts: Any, sizes: Sequence[int]) -> np.ndarray:
+    """Exact bits of message counts: ``sum_k counts[..., k] * sizes[k]`` in int64.
+
+    The one implementation of the bit sum (ledgers, traces and the runner use it): counts are
+    converted to int64 on the host and the total is bounded with Python integers first, so a
+    result that does not fit in int64 raises instead of wrapping around.
+
+    Args:
+      counts: integer array ``[..., K]`` of cumulative message counts.
+      sizes: the ``K`` exact message sizes in bits (Python ints).
+
+    Returns:
+      An int64 array of shape ``counts.shape[:-1]``.
+
+    Raises:
+      TypeError: non-integer counts.
+      ValueError: negative counts or sizes, or a ``K`` that does not match.
+      OverflowError: a total that would not fit in int64.
+    """
+    counts = np.asarray(counts)
+    if not np.issubdtype(counts.dtype, np.integer):
+        raise TypeError(f"counts must be an integer array, got dtype {counts.dtype}")
+    sizes_list = [int(s) for s in sizes]
+    if counts.shape[-1:] != (len(sizes_list),):
+        raise ValueError(
+            f"counts has {counts.shape[-1:]} message kinds but {len(sizes_list)} sizes were given"
+        )
+    if any(s < 0 for s in sizes_list):
+        raise ValueError(f"message sizes must be >= 0, got {sizes_list}")
+    counts = counts.astype(np.int64)
+    if counts.size and counts.min() < 0:
+        raise ValueError("message counts must be >= 0 (an int32 counter overflowed?)")
+    bound = sum(int(counts[..., k].max(initial=0)) * s for k, s in enumerate(sizes_list))
+    if bound > _INT64_MAX:
+        raise OverflowError(f"a bit total reaches {bound}, which does not fit in int64")
+    if not sizes_list:
+        return np.zeros(counts.shape[:-1], np.int64)
+    return (counts * np.asarray(sizes_list, np.int64)).sum(axis=-1, dtype=np.int64)
+
+
+def sum_exact(values: Any, axis: int | None = None) -> np.ndarray:
+    """Sum of non-negative int64 values (e.g. bits over workers) with an overflow check.
+
+    Raises:
+      OverflowError: if the sum would not fit in int64.
+    """
+    values = np.asarray(values, np.int64)
+    n = values.size if axis is None else values.shape[axis]
+    if values.size and int(values.max()) * n > _INT64_MAX:
+        bound = int(np.asarray(values, dtype=object).sum())
+        if bound > _INT64_MAX:
+            raise OverflowError(f"a bit total reaches {bound}, which does not fit in int64")
+    return values.sum(axis=axis, dtype=np.int64)
 
 
 def _to_int(exact: Any) -> Any:

@@ -1,27 +1,27 @@
 """The compiled runner: :func:`run` turns a whole experiment into one jitted program.
 
-Structure of the program (one ``jax.jit``):
+The runner knows only rounds (:mod:`jaxdist.methods._round`): a per-step optax transformation
+is hosted by :class:`~jaxdist.methods.PerStep` (one gradient, one ``update``, one
+``apply_updates``), a round-based method runs as it is. Structure of the program (one
+``jax.jit``, cached by JAX on the static configuration):
 
 * **workers** are mapped with ``jax.vmap(..., axis_name=axis_name)`` (``backend="vmap"``) or
-  ``jax.shard_map`` with one worker per device (``backend="shard_map"``); the method talks to
-  the other workers only through collectives on ``axis_name``;
-* inside each worker, a **sweep** over hyperparameters and seeds is a ``vmap`` (so the
-  collectives of every run in the sweep are batched together);
-* each run is a ``lax.scan`` over logged blocks whose body is a ``lax.scan`` of ``log_every``
-  steps (a single scan when ``log_every == 1``): only logged points are stored.
+  ``jax.shard_map`` with one worker per device (``backend="shard_map"``);
+* inside each worker, a **sweep** over hyperparameters and seeds is a ``vmap``;
+* each run is a ``lax.scan`` over logged blocks of ``log_every`` rounds (plus the remaining
+  rounds when ``log_every`` does not divide the number of rounds): only logged points are
+  stored.
 
-One step of one worker: the gradient of ``problem.loss`` at this worker's parameters on its
-data (or on a minibatch drawn with a per-worker key), then ``update, state = tx.update(grads,
-state, params)``, then ``optax.apply_updates``. The metrics at a logged point are evaluated with
-collectives (``f = pmean f_m``, ``∇f = pmean ∇f_m``) on the full local data.
+At a logged point the metrics are taken at the method's model ``x_m = params(state)``: with
+``x_0`` worker 0's copy (broadcast exactly by a ``psum``), ``x̄ = x_0 + mean_m(x_m − x_0)``
+(so ``x̄ = x_0`` bitwise when every worker holds the same model), ``f(x̄) = mean_m f_m(x̄)``,
+``∇f(x̄)``, ``‖x̄ − x*‖²`` and the consensus distance ``mean_m ‖x_m − x̄‖²``.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import inspect
-import threading
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -32,47 +32,42 @@ import optax
 from jax import lax
 from jax.sharding import Mesh
 
+from jaxdist._validate import as_key, check_int, check_number
 from jaxdist.comm import (
-    Ledger,
     axis_index,
+    exact_bits,
     find_ledgers,
     make_worker_mesh,
+    sum_exact,
+    worker_max,
     worker_mean,
+    worker_sum,
     workers,
 )
-from jaxdist.experiments._trace import Trace, ledger_bits
+from jaxdist.experiments._trace import CORE_SERIES, Trace
+from jaxdist.methods._base import reseed
+from jaxdist.methods._round import Oracle, as_round
 
-__all__ = ["run"]
+__all__ = ["run", "DisagreementWarning"]
 
 PyTree = Any
 
 _BACKENDS = ("vmap", "shard_map")
-_CACHE_SIZE = 16
-_INT64_MAX = np.iinfo(np.int64).max
+
+
+class DisagreementWarning(UserWarning):
+    """The workers of a run ended with different models (a positive consensus distance)."""
 
 
 # ---------------------------------------------------------------------------------------------
-# Ledgers (communication counters inside a method's state).
-
-
-def _ledger_counts(ledger: Ledger) -> tuple[jax.Array, jax.Array, jax.Array]:
-    return (
-        jnp.asarray(ledger.up, jnp.int32),
-        jnp.asarray(ledger.down, jnp.int32),
-        jnp.asarray(ledger.rounds, jnp.int32),
-    )
-
-
-def _ledger_sizes(ledger: Ledger) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    return tuple(int(s) for s in ledger.up_sizes), tuple(int(s) for s in ledger.down_sizes)
-
-
-# ---------------------------------------------------------------------------------------------
-# The program for one (method, problem, static options).
+# The static configuration of a run (the static argument of the jitted program).
 
 
 @dataclasses.dataclass(frozen=True)
 class _Spec:
+    method: Any  # a round-based method, or a callable hp -> method (with hp_names)
+    loss: Callable
+    sampler: Callable | None
     num_workers: int
     num_steps: int
     log_every: int
@@ -80,9 +75,14 @@ class _Spec:
     mesh: Mesh | None
     axis_name: Any
     batch_size: int | None
-    hp_names: tuple[str, ...] | None  # None: ``method`` is a transformation (no sweep)
+    hp_names: tuple[str, ...] | None
     has_seeds: bool
-    has_x_star: bool
+    needs_server: bool
+
+    def make_method(self, hp: Mapping[str, jax.Array] | None) -> Any:
+        if self.hp_names is None:
+            return as_round(self.method)
+        return as_round(self.method(dict(hp)))
 
 
 def _sq_norm(tree: PyTree) -> jax.Array:
@@ -91,239 +91,200 @@ def _sq_norm(tree: PyTree) -> jax.Array:
 
 
 def _all_finite(tree: PyTree) -> jax.Array:
-    leaves = jax.tree_util.tree_leaves(tree)
-    out = jnp.array(True)
-    for leaf in leaves:
+    out = jnp.ones((), bool)
+    for leaf in jax.tree_util.tree_leaves(tree):
         if jnp.issubdtype(leaf.dtype, jnp.inexact):
             out = out & jnp.all(jnp.isfinite(leaf))
     return out
 
 
-def _accepts_key(tx: optax.GradientTransformation) -> bool:
-    """Whether ``tx.update`` may be given a ``key=`` extra argument."""
-    if not isinstance(tx, optax.GradientTransformationExtraArgs):
-        return False
-    try:
-        params = inspect.signature(tx.update).parameters.values()
-    except (TypeError, ValueError):  # pragma: no cover - builtins
-        return False
-    return any(p.kind is p.VAR_KEYWORD or p.name == "key" for p in params)
+def _tree_sub(a: PyTree, b: PyTree) -> PyTree:
+    return jax.tree_util.tree_map(lambda x, y: x - y, a, b)
 
 
-def _draw_minibatch(key: jax.Array, data_m: PyTree, batch_size: int) -> PyTree:
-    """``batch_size`` samples of this worker's data, uniformly without replacement."""
-    n = jax.tree_util.tree_leaves(data_m)[0].shape[0]
-    idx = jax.random.choice(key, n, (batch_size,), replace=False)
-    return jax.tree_util.tree_map(lambda a: jnp.take(a, idx, axis=0), data_m)
+def _tree_add(a: PyTree, b: PyTree) -> PyTree:
+    return jax.tree_util.tree_map(lambda x, y: x + y, a, b)
 
 
-class _Program:
-    """The per-worker functions of a run and the jitted whole-run program."""
+def _is_int(x: Any) -> bool:
+    return jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_
 
-    def __init__(self, method: Any, loss: Callable, sampler: Callable | None, spec: _Spec):
-        self.method = method
-        self.loss = loss
-        self.sampler = sampler
-        self.spec = spec
-        self.jitted = jax.jit(self._program)
 
-    # -- one worker, one run --------------------------------------------------------------
-
-    def make_tx(self, hp: Mapping[str, jax.Array] | None) -> optax.GradientTransformation:
-        if self.spec.hp_names is None:
-            return self.method
-        tx = self.method(dict(hp))
-        if not isinstance(tx, optax.GradientTransformation):
-            raise TypeError(
-                "method(hyperparams) must return an optax.GradientTransformation, got "
-                f"{type(tx).__name__}"
+def _info_zeros(info_shapes: Mapping[str, Any]) -> dict[str, jax.Array]:
+    out = {}
+    for name, sd in info_shapes.items():
+        if sd.shape != ():
+            raise ValueError(
+                f"info[{name!r}] of the method's round must be a scalar, got shape {sd.shape}"
             )
-        return tx
+        out[name] = jnp.zeros((), jnp.int32 if _is_int(sd) else sd.dtype)
+    return out
 
-    def init(self, params0: PyTree, hp: Any) -> PyTree:
-        tx = self.make_tx(hp)
-        return (params0, tx.init(params0))
 
-    def step(self, carry: PyTree, k: jax.Array, data_m: PyTree, run_key: jax.Array, hp: Any):
-        tx = self.make_tx(hp)
-        params, state = carry
-        if self.spec.batch_size is None:
-            batch = data_m
+def _info_accumulate(acc: dict[str, jax.Array], info: Mapping[str, Any]) -> dict[str, jax.Array]:
+    out = {}
+    for name, total in acc.items():
+        value = jnp.asarray(info[name])
+        if _is_int(total):
+            out[name] = total + value.astype(jnp.int32)
         else:
-            worker = axis_index(self.spec.axis_name)
-            bkey = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(run_key, 1), k), worker)
-            if self.sampler is not None:
-                batch = self.sampler(bkey, data_m, self.spec.batch_size)
-            else:
-                batch = _draw_minibatch(bkey, data_m, self.spec.batch_size)
-        grads = jax.grad(self.loss)(params, batch)
-        if _accepts_key(tx):
-            mkey = jax.random.fold_in(jax.random.fold_in(run_key, 0), k)
-            updates, state = tx.update(grads, state, params, key=mkey)
-        else:
-            updates, state = tx.update(grads, state, params)
-        params = optax.apply_updates(params, updates)
-        return (params, state)
+            out[name] = value.astype(total.dtype)
+    return out
 
-    def observe(self, carry: PyTree, data_m: PyTree, x_star: PyTree) -> dict[str, Any]:
-        params, state = carry
-        axis = self.spec.axis_name
-        loss_m, grad_m = jax.value_and_grad(self.loss)(params, data_m)
-        f = worker_mean(loss_m, axis)
-        grad = worker_mean(grad_m, axis)
-        gn = _sq_norm(grad)
-        if x_star is None:
-            dist = jnp.zeros_like(gn)
-        else:
-            diff = jax.tree_util.tree_map(lambda p, s: p - s, params, x_star)
-            dist = _sq_norm(diff)
-        finite = _all_finite(params) & jnp.isfinite(f) & jnp.isfinite(gn) & jnp.isfinite(dist)
-        ledgers = tuple(_ledger_counts(ledger) for ledger in find_ledgers(state))
-        return {
-            "loss": f,
-            "grad_norm_sq": gn,
-            "dist_sq": dist,
-            "finite": finite,
-            "ledgers": ledgers,
-        }
 
-    def run_from(self, data_m, carry, run_key, hp, x_star):
-        """The scan of one run from the carry ``(params, state)`` of one worker."""
-        every = self.spec.log_every
-        num_blocks = self.spec.num_steps // every
+# ---------------------------------------------------------------------------------------------
+# One worker, one run.
 
-        def block(carry, b):
-            metrics = self.observe(carry, data_m, x_star)
-            if every == 1:
-                carry = self.step(carry, b, data_m, run_key, hp)
-            else:
 
-                def inner(c, k):
-                    return self.step(c, k, data_m, run_key, hp), None
-
-                ks = b * every + jnp.arange(every, dtype=jnp.int32)
-                carry, _ = lax.scan(inner, carry, ks)
-            return carry, metrics
-
-        carry, metrics = lax.scan(block, carry, jnp.arange(num_blocks, dtype=jnp.int32))
-        last = self.observe(carry, data_m, x_star)
-        return jax.tree_util.tree_map(
-            lambda a, b: jnp.concatenate([a, b[None]], axis=0), metrics, last
+def _observe(spec: _Spec, method, state, acc, data_m, x_star) -> dict[str, Any]:
+    axis = spec.axis_name
+    x_m = method.params(state)
+    is_first = axis_index(axis) == 0
+    x_0 = worker_sum(
+        jax.tree_util.tree_map(lambda v: jnp.where(is_first, v, jnp.zeros_like(v)), x_m), axis
+    )
+    y = _tree_sub(x_m, x_0)
+    y_bar = worker_mean(y, axis)
+    x_bar = _tree_add(x_0, y_bar)
+    loss_m, grad_m = jax.value_and_grad(spec.loss)(x_bar, data_m)
+    f = worker_mean(loss_m, axis)
+    gn = _sq_norm(worker_mean(grad_m, axis))
+    consensus = jnp.maximum(worker_mean(_sq_norm(y), axis) - _sq_norm(y_bar), 0)
+    if x_star is None:
+        dist = jnp.zeros_like(gn)
+    else:
+        dist = _sq_norm(_tree_sub(x_bar, x_star))
+    local_ok = _all_finite(x_m) & jnp.isfinite(f) & jnp.isfinite(gn) & jnp.isfinite(dist)
+    finite = worker_max(jnp.logical_not(local_ok).astype(jnp.int32), axis) == 0
+    ledgers = tuple(
+        (
+            jnp.asarray(led.up, jnp.int32),
+            jnp.asarray(led.down, jnp.int32),
+            jnp.asarray(led.rounds, jnp.int32),
         )
-
-    # -- sweeps and workers ---------------------------------------------------------------
-
-    def sweep(self, fn: Callable, carry_axis: int | None) -> Callable:
-        """vmaps ``fn(carry, run_key, hp)`` over seeds (run keys) and hyperparameters."""
-        if self.spec.has_seeds:
-            fn = jax.vmap(fn, in_axes=(carry_axis, 0, None))
-        if self.spec.hp_names is not None:
-            fn = jax.vmap(fn, in_axes=(carry_axis, None, 0))
-        return fn
-
-    def init_worker(self, params_m, run_keys, hp_values):
-        """Initial carries ``[*sweep]`` of one worker (materialised over the sweep axes)."""
-        return self.sweep(lambda p, rk, hp: self.init(p, hp), None)(params_m, run_keys, hp_values)
-
-    def run_worker(self, data_m, carry_m, run_keys, hp_values, x_star):
-        fn = lambda c, rk, hp: self.run_from(data_m, c, rk, hp, x_star)
-        return self.sweep(fn, 0)(carry_m, run_keys, hp_values)
-
-    def map_workers(self, fn: Callable, in_axes: tuple[int | None, ...]) -> Callable:
-        s = self.spec
-        return workers(
-            fn,
-            s.num_workers,
-            backend=s.backend,
-            mesh=s.mesh,
-            axis_name=s.axis_name,
-            in_axes=in_axes,
-        )
-
-    def _program(self, data, params0, key, hp_values, seeds, x_star):
-        if self.spec.has_seeds:
-            run_keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(seeds)
-        else:
-            run_keys = key
-        # Every worker holds its own copy of the parameters and state (as on a mesh). The
-        # initial carry is built by a separate mapped stage with stacked outputs, so the scan's
-        # carry is batched over workers (and sweeps) from the start: the scan then computes
-        # exactly what a Python loop of the jitted per-worker step computes.
-        stacked = jax.tree_util.tree_map(
-            lambda p: jnp.broadcast_to(p, (self.spec.num_workers, *p.shape)), params0
-        )
-        carry0 = self.map_workers(self.init_worker, (0, None, None))(stacked, run_keys, hp_values)
-        mapped = self.map_workers(self.run_worker, (0, 0, None, None, None))
-        out = mapped(data, carry0, run_keys, hp_values, x_star)
-        metrics = {k: v[0] for k, v in out.items() if k != "ledgers"}  # worker 0's copy
-        return metrics, out["ledgers"]
-
-    # -- abstract evaluation (static ledger sizes) ----------------------------------------
-
-    def ledger_sizes(self, params0: PyTree, hp_values: Any) -> list[tuple[tuple[int, ...], ...]]:
-        """The static message sizes of every ledger in the state (abstract evaluation only)."""
-
-        def init_state(params, hp_values):
-            hp0 = None if hp_values is None else {k: v[0] for k, v in hp_values.items()}
-            init_one = lambda _: self.init(params, hp0)[1]
-            m = self.spec.num_workers
-            return jax.vmap(init_one, axis_name=self.spec.axis_name, axis_size=m)(jnp.arange(m))
-
-        state = jax.eval_shape(init_state, params0, hp_values)
-        return [_ledger_sizes(ledger) for ledger in find_ledgers(state)]
+        for led in find_ledgers(state)
+    )
+    return {
+        "loss": f,
+        "grad_norm_sq": gn,
+        "dist_sq": dist,
+        "consensus_sq": consensus.astype(gn.dtype),
+        "finite": finite,
+        "ledgers": ledgers,
+        "info": dict(acc),
+    }
 
 
-_cache: collections.OrderedDict[tuple, _Program] = collections.OrderedDict()
-_cache_lock = threading.Lock()
+def _run_one(spec: _Spec, data_m, server_data, state, run_key, hp, x_star):
+    """The scan of one run of one worker from its initial state."""
+    method = spec.make_method(hp)
+    oracle = Oracle(
+        loss=spec.loss,
+        data=data_m,
+        sample=spec.sampler,
+        batch_size=spec.batch_size,
+        server_data=server_data,
+        axis_name=spec.axis_name,
+    )
+
+    def one_round(carry, t):
+        state, acc = carry
+        state, info = method.round(state, oracle, jax.random.fold_in(run_key, t))
+        return state, _info_accumulate(acc, info)
+
+    info_shapes = jax.eval_shape(lambda s: method.round(s, oracle, run_key)[1], state)
+    acc0 = _info_zeros(info_shapes)
+    every = spec.log_every
+    num_blocks, rest = divmod(spec.num_steps, every)
+
+    def block(carry, b):
+        metrics = _observe(spec, method, carry[0], carry[1], data_m, x_star)
+        if every == 1:
+            return one_round(carry, b), metrics
+        ts = b * every + jnp.arange(every, dtype=jnp.int32)
+        carry, _ = lax.scan(lambda c, t: (one_round(c, t), None), carry, ts)
+        return carry, metrics
+
+    carry, metrics = lax.scan(block, (state, acc0), jnp.arange(num_blocks, dtype=jnp.int32))
+    if rest:
+        ts = num_blocks * every + jnp.arange(rest, dtype=jnp.int32)
+        carry, _ = lax.scan(lambda c, t: (one_round(c, t), None), carry, ts)
+    last = _observe(spec, method, carry[0], carry[1], data_m, x_star)
+    return jax.tree_util.tree_map(
+        lambda a, b: jnp.concatenate([a, b[None]], axis=0), metrics, last
+    )
 
 
-def _identity_key(obj: Any) -> tuple:
-    """Identity of a callable; bound methods by (instance, function), as each access is new."""
-    self_ = getattr(obj, "__self__", None)
-    func = getattr(obj, "__func__", None)
-    if self_ is not None and func is not None:
-        return ("bound", id(self_), id(func))
-    return ("obj", id(obj))
+def _sweep(spec: _Spec, fn: Callable, state_axis: int | None) -> Callable:
+    """vmaps ``fn(state, run_key, hp)`` over seeds (run keys) and hyperparameters."""
+    if spec.has_seeds:
+        fn = jax.vmap(fn, in_axes=(state_axis, 0, None))
+    if spec.hp_names is not None:
+        fn = jax.vmap(fn, in_axes=(state_axis, None, 0))
+    return fn
 
 
-def _get_program(method: Any, loss: Callable, sampler: Callable | None, spec: _Spec) -> _Program:
-    key = (_identity_key(method), _identity_key(loss), _identity_key(sampler), spec)
-    with _cache_lock:
-        prog = _cache.get(key)
-        if prog is not None:
-            _cache.move_to_end(key)
-            return prog
-        # The program keeps strong references to method/loss/sampler, so the ids in the key
-        # cannot be reused by other objects while the entry lives.
-        prog = _Program(method, loss, sampler, spec)
-        _cache[key] = prog
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-        return prog
+def _init_one(spec: _Spec, params0, run_key, hp):
+    return reseed(spec.make_method(hp).init(params0), run_key)
 
 
-def clear_cache() -> None:
-    """Forgets every compiled run program (they are cached on the method/problem identity)."""
-    with _cache_lock:
-        _cache.clear()
+def _map_workers(spec: _Spec, fn: Callable, in_axes: tuple[int | None, ...]) -> Callable:
+    return workers(
+        fn,
+        spec.num_workers,
+        backend=spec.backend,
+        mesh=spec.mesh,
+        axis_name=spec.axis_name,
+        in_axes=in_axes,
+    )
+
+
+def _program(data, server_data, params0, key, hp_values, seeds, x_star, spec: _Spec):
+    if spec.has_seeds:
+        run_keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(seeds)
+    else:
+        run_keys = key
+    # Every worker holds its own copy of the parameters and state (as on a mesh). The initial
+    # state is built by a separate mapped stage with stacked outputs, so the scan's carry is
+    # batched over workers (and sweeps) from the start.
+    stacked = jax.tree_util.tree_map(
+        lambda p: jnp.broadcast_to(p, (spec.num_workers, *p.shape)), params0
+    )
+
+    def init_worker(params_m, run_keys, hp_values):
+        fn = lambda p, rk, hp: _init_one(spec, p, rk, hp)
+        return _sweep(spec, fn, None)(params_m, run_keys, hp_values)
+
+    def run_worker(data_m, state_m, server_data, run_keys, hp_values, x_star):
+        fn = lambda s, rk, hp: _run_one(spec, data_m, server_data, s, rk, hp, x_star)
+        return _sweep(spec, fn, 0)(state_m, run_keys, hp_values)
+
+    state0 = _map_workers(spec, init_worker, (0, None, None))(stacked, run_keys, hp_values)
+    mapped = _map_workers(spec, run_worker, (0, 0, None, None, None, None))
+    return mapped(data, state0, server_data, run_keys, hp_values, x_star)
+
+
+_jitted_program = jax.jit(_program, static_argnames=("spec",))
+
+
+def _ledger_sizes(spec: _Spec, params0: PyTree, hp_values: Any) -> list[tuple[tuple, tuple]]:
+    """The static message sizes of every ledger in the state (abstract evaluation only)."""
+
+    def init_state(params, hp_values):
+        hp0 = None if hp_values is None else {k: v[0] for k, v in hp_values.items()}
+        m = spec.num_workers
+        init_one = lambda _: spec.make_method(hp0).init(params)
+        return jax.vmap(init_one, axis_name=spec.axis_name, axis_size=m)(jnp.arange(m))
+
+    state = jax.eval_shape(init_state, params0, hp_values)
+    return [
+        (tuple(int(s) for s in led.up_sizes), tuple(int(s) for s in led.down_sizes))
+        for led in find_ledgers(state)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
 # Validation.
-
-
-def _check_int(name: str, value: Any, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be a Python int, got {value!r}")
-    value = int(value)
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {name}={value}")
-    return value
-
-
-def _problem_attr(problem: Any, name: str, default: Any = None) -> Any:
-    value = getattr(problem, name, default)
-    return default if value is None else value
 
 
 def _validate_mesh(mesh: Any, backend: str, axis_name: Any, num_workers: int) -> Mesh | None:
@@ -343,26 +304,34 @@ def _validate_mesh(mesh: Any, backend: str, axis_name: Any, num_workers: int) ->
         raise ValueError(
             f"the mesh must hold exactly one worker per device: mesh axis {axis_name!r} has "
             f"{mesh.shape[axis_name]} devices (mesh size {mesh.size}) but the problem has "
-            f"num_workers={num_workers}"
+            f"num_workers={num_workers}; more workers than devices is not supported by "
+            "backend='shard_map' (use backend='vmap')"
         )
     return mesh
 
 
+def _is_method(method: Any) -> bool:
+    if isinstance(method, optax.GradientTransformation):
+        return True
+    return all(callable(getattr(method, n, None)) for n in ("init", "round", "params"))
+
+
 def _validate_hyperparams(hyperparams: Any, method: Any) -> dict[str, jax.Array] | None:
     if hyperparams is None:
-        if not isinstance(method, optax.GradientTransformation):
+        if not _is_method(method):
             if callable(method):
                 raise TypeError(
-                    "method is a callable hp -> GradientTransformation; pass hyperparams={...} "
-                    "(a dict of 1-D arrays), or pass a GradientTransformation"
+                    "method is a callable hp -> method; pass hyperparams={...} (a dict of 1-D "
+                    "arrays), or pass the method itself"
                 )
             raise TypeError(
-                f"method must be an optax.GradientTransformation, got {type(method).__name__}"
+                "method must be an optax.GradientTransformation or a round-based method "
+                f"(init/round/params), got {type(method).__name__}"
             )
         return None
-    if isinstance(method, optax.GradientTransformation) or not callable(method):
+    if _is_method(method) or not callable(method):
         raise TypeError(
-            "with hyperparams, method must be a callable hp -> GradientTransformation "
+            "with hyperparams, method must be a callable hp -> method "
             "(e.g. lambda hp: optax.chain(jaxdist.dgd(), optax.sgd(hp['lr'])))"
         )
     if not isinstance(hyperparams, Mapping) or not hyperparams:
@@ -372,6 +341,7 @@ def _validate_hyperparams(hyperparams: Any, method: Any) -> dict[str, jax.Array]
     for name, value in hyperparams.items():
         if not isinstance(name, str):
             raise TypeError(f"hyperparameter names must be strings, got {name!r}")
+        check_number(f"hyperparams[{name!r}]", value)
         arr = jnp.asarray(value)
         if arr.ndim != 1:
             raise ValueError(
@@ -400,25 +370,7 @@ def _validate_seeds(seeds: Any) -> jax.Array | None:
     return jnp.asarray(arr.astype(np.uint32))
 
 
-def _validate_key(key: Any) -> jax.Array:
-    if isinstance(key, int | np.integer) and not isinstance(key, bool):
-        return jax.random.key(int(key))
-    if not isinstance(key, jax.Array | np.ndarray):
-        raise TypeError(f"key must be a jax.random.key (or a raw uint32 key), got {key!r}")
-    key = jnp.asarray(key)
-    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.shape != ():
-            raise ValueError(f"key must be a single key, got a key array of shape {key.shape}")
-        return key
-    if key.dtype != jnp.uint32 or key.ndim != 1:
-        raise TypeError(
-            f"key must be a jax.random.key or a raw uint32 key, got dtype {key.dtype} and "
-            f"shape {key.shape}"
-        )
-    return jax.random.wrap_key_data(key)
-
-
-def _validate_data(data: PyTree, num_workers: int, batch_size: int | None) -> None:
+def _validate_data(data: PyTree, num_workers: int) -> None:
     leaves = jax.tree_util.tree_leaves(data)
     if not leaves:
         raise ValueError("problem.data has no arrays")
@@ -429,16 +381,37 @@ def _validate_data(data: PyTree, num_workers: int, batch_size: int | None) -> No
                 f"every leaf of problem.data needs a leading worker axis of size "
                 f"num_workers={num_workers}; got a leaf of shape {shape}"
             )
-    if batch_size is not None:
-        sizes = {np.shape(leaf)[1] if np.ndim(leaf) > 1 else None for leaf in leaves}
-        if None in sizes or len(sizes) != 1:
+
+
+def _validate_params0(params0: PyTree, problem: Any, data: PyTree) -> PyTree:
+    params0 = jax.tree_util.tree_map(jnp.asarray, params0)
+    ref = getattr(problem, "init_params", None)
+    if ref is not None:
+        ref_leaves, ref_tree = jax.tree_util.tree_flatten(ref)
+        leaves, tree = jax.tree_util.tree_flatten(params0)
+        if tree != ref_tree:
             raise ValueError(
-                "batch_size needs problem.data leaves of shape [num_workers, n, ...] with one "
-                f"common n (samples per worker); got shapes {[np.shape(x) for x in leaves]}"
+                f"params0 has the pytree structure {tree} but the problem's parameters have "
+                f"{ref_tree}"
             )
-        n = sizes.pop()
-        if batch_size > n:
-            raise ValueError(f"batch_size={batch_size} exceeds the {n} samples each worker holds")
+        for i, (a, b) in enumerate(zip(leaves, ref_leaves, strict=True)):
+            if tuple(np.shape(a)) != tuple(np.shape(b)):
+                raise ValueError(
+                    f"params0 leaf {i} has shape {tuple(np.shape(a))} but the problem's "
+                    f"parameters have shape {tuple(np.shape(b))} (dimension d="
+                    f"{int(np.prod(np.shape(b)))})"
+                )
+    data_0 = jax.tree_util.tree_map(lambda a: a[0], data)
+    try:
+        out = jax.eval_shape(problem.loss, params0, data_0)
+    except Exception as e:
+        raise ValueError(
+            f"problem.loss(params0, data_m) fails for params0 of shapes "
+            f"{jax.tree_util.tree_map(np.shape, params0)}: {type(e).__name__}: {e}"
+        ) from e
+    if np.shape(out) != ():
+        raise ValueError(f"problem.loss must return a scalar, got shape {np.shape(out)}")
+    return params0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,7 +419,7 @@ def _validate_data(data: PyTree, num_workers: int, batch_size: int | None) -> No
 
 
 def run(
-    method: optax.GradientTransformation | Callable[[dict[str, jax.Array]], Any],
+    method: Any,
     problem: Any,
     num_steps: int,
     key: jax.Array | int,
@@ -459,61 +432,59 @@ def run(
     batch_size: int | None = None,
     log_every: int = 1,
     params0: PyTree = None,
+    network: Any = None,
+    divergence_factor: float = 1e6,
 ) -> Trace:
     r"""Runs a distributed method on a problem as one compiled program and returns its trace.
 
-    The whole run is one ``jax.jit`` of a ``lax.scan`` over steps (nested, so that only every
-    ``log_every``-th point is stored). The ``M = problem.num_workers`` workers are mapped with
-    ``jax.vmap(axis_name=axis_name)`` (``backend="vmap"``, simulation on one device) or with
-    ``jax.shard_map`` over a mesh with one worker per device (``backend="shard_map"``); both
-    run the same per-worker code and give the same trace. One step of worker ``m``:
+    ``method`` is a per-step optax transformation (hosted by
+    :class:`~jaxdist.methods.PerStep`: a round is one gradient, one ``update``, one
+    ``apply_updates``) or a round-based method (``init``, ``round(state, oracle, key)``,
+    ``params``). The whole run is one ``jax.jit`` of a ``lax.scan`` over rounds. The ``M =
+    problem.num_workers`` workers are mapped with ``jax.vmap(axis_name=axis_name)``
+    (``backend="vmap"``) or with ``jax.shard_map`` over a mesh with one worker per device
+    (``backend="shard_map"``); both run the same per-worker code and give the same trace.
 
-    .. math::
+    At every logged round the runner records, with collectives over the workers, the series of
+    :class:`~jaxdist.experiments.Trace` at the method's model (``params(state)``, averaged
+    over workers if they differ; a run whose workers end with different models warns with
+    :class:`DisagreementWarning`), exact cumulative bits up and down from the ledgers (int64 on
+    the host: message counts × static message sizes), communication rounds, every entry of
+    the method's ``info``, and, with ``network``, modelled communication time.
 
-       g_m = \nabla f_m(x_m) \text{ (or a minibatch gradient)},\quad
-       (u, s_m) = \mathrm{tx.update}(g_m, s_m, x_m),\quad x_m \leftarrow x_m + u,
-
-    where ``tx`` aggregates over the workers (every worker gets the same ``u``, so the ``x_m``
-    agree). At every logged point the runner records, with collectives over the workers,
-    :math:`f(x) = \frac1M\sum_m f_m(x)`, :math:`\|\nabla f(x)\|^2`, :math:`\|x - x^\star\|^2`
-    and the method's ledger counts, from which the host computes **exact** cumulative bits
-    (int64: message counts × static message sizes, never a float accumulation).
+    **Randomness** follows one key path (:mod:`jaxdist.methods._base`): run ``s`` of a seed
+    sweep uses the run key ``r = fold_in(key, seeds[s])`` (without seeds, ``r = key``); round
+    ``t`` gets ``fold_in(r, t)`` (the oracle draws this worker's minibatch from
+    ``worker_key(fold_in(r, t))``); per-step methods in the state are re-seeded once from
+    ``r`` (:func:`jaxdist.methods.reseed`).
 
     **Sweeps.** With ``hyperparams={"lr": jnp.array([...]), ...}`` (1-D arrays of equal length
-    ``H``), ``method`` is a callable ``hp -> GradientTransformation`` receiving a dict of
-    scalars; the ``H`` runs are a ``vmap`` inside the same compiled program. ``seeds`` (``S``
-    ints) are vmapped too; run ``s`` uses the key ``jax.random.fold_in(key, seeds[s])``, so a
-    sweep entry equals the single run with that key. Without ``seeds`` the run uses ``key``.
-    Randomness: the method's step ``k`` gets ``fold_in(fold_in(run_key, 0), k)`` as its
-    ``key=`` extra argument (the same on every worker; the method folds in the worker index
-    where it needs independent draws), and minibatches use
-    ``fold_in(fold_in(fold_in(run_key, 1), k), worker)``.
+    ``H``), ``method`` is a callable ``hp -> method`` receiving a dict of scalars; the ``H``
+    runs are a ``vmap`` inside the same compiled program, as are the ``S`` seeds.
 
     **Divergence is data.** Non-finite values (the Top-1 counterexample overflows float32) are
-    recorded as inf/NaN and flagged in :attr:`Trace.diverged`; the run never raises for them.
+    recorded as inf/NaN, and growth of the suboptimality (``f_gap``, or ``grad_norm_sq`` without
+    ``f_star``) beyond ``divergence_factor`` times its initial value is flagged in
+    :attr:`Trace.diverged`; the run never raises for them.
 
-    **Compilation cache.** The jitted program is cached on the identity of ``method`` (the
-    transformation, or the hyperparameter callable), of ``problem.loss`` (for a bound method:
-    its instance and function) and of the sampler, plus the static options (``num_steps``,
-    ``log_every``, ``backend``, ``mesh``, ``axis_name``, ``batch_size``, the hyperparameter
-    names, whether seeds are swept). A second call with the same objects and array shapes —
-    e.g. another ``key``, other ``seeds`` or ``hyperparams`` values, other data of the same
-    shape — reuses the compiled executable; a freshly built method (``dcgd(c)`` called again)
-    compiles anew. Within one call the step is traced a constant number of times, whatever
-    ``num_steps``.
+    **Compilation.** The program is a ``jax.jit`` whose static argument is the run's
+    configuration (the method value, ``problem.loss``, the sampler, the number of rounds,
+    ``log_every``, backend, mesh, axis name, batch size, the hyperparameter names): JAX's own
+    cache reuses it for another ``key``, other ``seeds`` or ``hyperparams`` values and other
+    data of the same shapes. Equal methods give the same program; a freshly built
+    transformation (``dcgd(c)`` called again) is a new value and compiles anew.
 
     Args:
       method: an ``optax.GradientTransformation`` written per worker (e.g.
-        ``optax.chain(jaxdist.diana(rand_k(10)), optax.sgd(0.1))``), or, with
-        ``hyperparams``, a callable ``hp -> GradientTransformation``.
+        ``optax.chain(jaxdist.diana(rand_k(10)), optax.sgd(0.1))``), a round-based method,
+        or, with ``hyperparams``, a callable ``hp -> method``.
       problem: an object with ``num_workers``, ``data`` (pytree, leading worker axis),
-        ``loss(params, data_m)``, ``init_params``, and optionally ``x_star``, ``f_star`` (for
-        ``dist_sq`` and ``f_gap``; NaN without them) and ``sample_fn(key, data_m,
-        batch_size)`` for minibatches (a :class:`~jaxdist.problems.Problem` with
-        ``sample_fn=None`` has no samples; an object without the attribute gets minibatches
-        drawn uniformly without replacement along axis 1 of ``data``, so ``loss`` should then
-        be a mean over samples).
-      num_steps: number of steps (>= 1).
+        ``loss(params, data_m)``, ``init_params``, and optionally ``x_star``, ``f_star``,
+        ``sample_fn(key, data_m, batch_size)`` (minibatches; without it
+        :func:`jaxdist.problems.sample_minibatch` samples along axis 1 of ``data``) and
+        ``server_data`` (the server's own sample, for methods that use :math:`f_1`; default
+        worker 0's data).
+      num_steps: number of rounds (>= 1).
       key: a ``jax.random.key`` (raw uint32 keys and Python ints are accepted).
       hyperparams: optional dict name → 1-D array of the swept values.
       seeds: optional 1-D integer array of seeds in ``[0, 2**32)``.
@@ -521,20 +492,22 @@ def run(
       mesh: for ``"shard_map"``, a ``jax.sharding.Mesh`` whose axis ``axis_name`` has exactly
         ``num_workers`` devices (default: the first ``num_workers`` devices).
       axis_name: the workers' axis name, the one the method's collectives use.
-      batch_size: per-worker minibatch size for the step's gradient (``None``: full local
-        gradients). The logged metrics always use the full local data.
-      log_every: record every ``log_every``-th point; must divide ``num_steps``.
+      batch_size: per-worker minibatch size of the oracle's stochastic calls (``None``: full
+        local gradients). The logged metrics always use the full local data.
+      log_every: record every ``log_every``-th round (and always the last).
       params0: initial parameters (default ``problem.init_params``).
+      network: optional :class:`jaxdist.comm.NetworkModel`; adds the series ``time``.
+      divergence_factor: growth of the suboptimality that counts as divergence (> 1).
 
     Returns:
-      A :class:`~jaxdist.experiments.Trace` with series of shape ``[*sweep, num_steps //
-      log_every + 1]`` where ``sweep`` is ``(H, S)``, ``(H,)``, ``(S,)`` or ``()``.
+      A :class:`~jaxdist.experiments.Trace` with series of shape ``[*sweep, num_logged]``
+      where ``sweep`` is ``(H, S)``, ``(H,)``, ``(S,)`` or ``()``.
 
     Raises:
-      ValueError: ``num_steps < 1``; ``log_every`` does not divide ``num_steps``; hyperparameter
-        arrays that are not 1-D or have different lengths; an unknown ``backend``; a mesh
-        that does not have one device per worker; data without a leading worker axis;
-        ``batch_size`` larger than the local data.
+      ValueError: ``num_steps < 1``; hyperparameter arrays that are not 1-D or have different
+        lengths; an unknown ``backend``; a mesh that does not have one device per worker;
+        data without a leading worker axis; ``batch_size`` larger than the local data;
+        ``params0`` that does not match the problem.
       TypeError: a ``method`` of the wrong kind, non-integer seeds or counts, a bad key.
 
     Examples:
@@ -545,57 +518,60 @@ def run(
       >>> problem = quadratic(4, 10, L=1.0, mu=0.1, key=0)
       >>> trace = run(optax.chain(dgd(), optax.sgd(1.0)), problem, 100, jax.random.key(0),
       ...             log_every=50)
-      >>> trace.bits_up.tolist()  # 10 float32 per step: 320 bits
+      >>> trace.bits_up.tolist()  # 10 float32 per round: 320 bits
       [0, 16000, 32000]
-      >>> bool(trace.f_gap[-1] < 1e-3 * trace.f_gap[0])
-      True
+      >>> bool(trace.f_gap[-1] < 1e-3 * trace.f_gap[0]), trace.grad_evals.tolist()
+      (True, [0, 50, 100])
       >>> sweep = run(lambda hp: optax.chain(dgd(), optax.sgd(hp["lr"])), problem, 100,
       ...             jax.random.key(0), hyperparams={"lr": jnp.array([0.1, 1.0])},
-      ...             seeds=jnp.arange(3), log_every=10)
-      >>> sweep.f_gap.shape
-      (2, 3, 11)
+      ...             seeds=jnp.arange(3), log_every=30)
+      >>> sweep.f_gap.shape, sweep.step.tolist()
+      ((2, 3, 5), [0, 30, 60, 90, 100])
     """
-    num_steps = _check_int("num_steps", num_steps)
-    log_every = _check_int("log_every", log_every)
-    if num_steps % log_every:
-        raise ValueError(
-            f"log_every must divide num_steps, got num_steps={num_steps}, log_every={log_every}"
-        )
+    num_steps = check_int("num_steps", num_steps)
+    log_every = check_int("log_every", log_every)
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got backend={backend!r}")
     if batch_size is not None:
-        batch_size = _check_int("batch_size", batch_size)
-    num_workers = _check_int("problem.num_workers", getattr(problem, "num_workers", None))
+        batch_size = check_int("batch_size", batch_size)
+    divergence_factor = float(check_number("divergence_factor", divergence_factor, low=1.0,
+                                           low_open=True, allow_traced=False))
+    num_workers = check_int("problem.num_workers", getattr(problem, "num_workers", None))
     mesh = _validate_mesh(mesh, backend, axis_name, num_workers)
     hp_values = _validate_hyperparams(hyperparams, method)
     seeds_arr = _validate_seeds(seeds)
-    key = _validate_key(key)
+    key = as_key(key)
 
     data = problem.data
-    _validate_data(data, num_workers, batch_size if not hasattr(problem, "sample_fn") else None)
+    _validate_data(data, num_workers)
     data = jax.tree_util.tree_map(jnp.asarray, data)
     if params0 is None:
-        params0 = problem.init_params
+        params0 = getattr(problem, "init_params", None)
         if params0 is None:
             raise ValueError("the problem has no init_params; pass params0=...")
-    params0 = jax.tree_util.tree_map(jnp.asarray, params0)
-    x_star = _problem_attr(problem, "x_star")
+    params0 = _validate_params0(params0, problem, data)
+    x_star = getattr(problem, "x_star", None)
     if x_star is not None:
         if jax.tree_util.tree_structure(x_star) != jax.tree_util.tree_structure(params0):
             raise ValueError("problem.x_star must have the structure of the parameters")
         # ||x - x*||^2 in the parameters' dtype (x* is rounded to it).
         x_star = jax.tree_util.tree_map(lambda s, p: jnp.asarray(s, p.dtype), x_star, params0)
-    f_star = _problem_attr(problem, "f_star")
-    sampler = None
-    if batch_size is not None and hasattr(problem, "sample_fn"):
-        sampler = problem.sample_fn
-        if sampler is None:
-            raise ValueError(
-                f"batch_size={batch_size} needs minibatches, but the problem has no samples "
-                "(problem.sample_fn is None); use batch_size=None for full local gradients"
-            )
+    f_star = getattr(problem, "f_star", None)
+    sampler = _sampler(problem, data, batch_size)
+
+    probe = method if hp_values is None else method({k: v[0] for k, v in hp_values.items()})
+    needs_server = bool(getattr(as_round(probe), "needs_server", False))
+    server_data = None
+    if needs_server:
+        server_data = getattr(problem, "server_data", None)
+        if server_data is None:
+            server_data = jax.tree_util.tree_map(lambda a: a[0], data)
+        server_data = jax.tree_util.tree_map(jnp.asarray, server_data)
 
     spec = _Spec(
+        method=method,
+        loss=problem.loss,
+        sampler=sampler,
         num_workers=num_workers,
         num_steps=num_steps,
         log_every=log_every,
@@ -605,66 +581,121 @@ def run(
         batch_size=batch_size,
         hp_names=None if hp_values is None else tuple(hp_values),
         has_seeds=seeds_arr is not None,
-        has_x_star=x_star is not None,
+        needs_server=needs_server,
     )
-    prog = _get_program(method, problem.loss, sampler, spec)
-    sizes = prog.ledger_sizes(params0, hp_values)
-    metrics, ledgers = prog.jitted(data, params0, key, hp_values, seeds_arr, x_star)
-    metrics, ledgers = jax.device_get((metrics, ledgers))
-    return _make_trace(
-        metrics, ledgers, sizes, spec, f_star=f_star, hp_values=hp_values, seeds=seeds_arr
+    sizes = _ledger_sizes(spec, params0, hp_values)
+    out = _jitted_program(data, server_data, params0, key, hp_values, seeds_arr, x_star, spec=spec)
+    out = jax.device_get(out)
+    trace = _make_trace(
+        out, sizes, spec, f_star=f_star, hp_values=hp_values, seeds=seeds_arr,
+        has_x_star=x_star is not None, divergence_factor=divergence_factor, network=network,
     )
+    if not np.all(trace.agreed):
+        worst = float(np.max(np.asarray(trace.consensus_sq)[..., -1]))
+        warnings.warn(
+            f"the workers' models differ (final consensus distance (1/M)Σ‖x_m − x̄‖² up to "
+            f"{worst:.3g}): the method does not keep the workers in agreement (e.g. a plain "
+            "optax optimizer with no jaxdist method, or optax.masked leaving leaves "
+            "un-averaged). The metrics are taken at the average model x̄.",
+            DisagreementWarning,
+            stacklevel=2,
+        )
+    return trace
 
 
-def _make_trace(metrics, ledgers, sizes, spec: _Spec, *, f_star, hp_values, seeds) -> Trace:
-    loss = np.asarray(metrics["loss"])
+def _sampler(problem: Any, data: PyTree, batch_size: int | None) -> Callable | None:
+    if batch_size is None:
+        return None
+    from jaxdist.problems import sample_minibatch
+
+    if hasattr(problem, "sample_fn"):
+        sampler = problem.sample_fn
+        if sampler is None:
+            raise ValueError(
+                f"batch_size={batch_size} needs minibatches, but the problem has no samples "
+                "(problem.sample_fn is None); use batch_size=None for full local gradients"
+            )
+        return sampler
+    leaves = jax.tree_util.tree_leaves(data)
+    sizes = {np.shape(leaf)[1] if np.ndim(leaf) > 1 else None for leaf in leaves}
+    if None in sizes or len(sizes) != 1:
+        raise ValueError(
+            "batch_size needs problem.data leaves of shape [num_workers, n, ...] with one "
+            f"common n (samples per worker); got shapes {[np.shape(x) for x in leaves]}"
+        )
+    n = sizes.pop()
+    if batch_size > n:
+        raise ValueError(f"batch_size={batch_size} exceeds the {n} samples each worker holds")
+    return sample_minibatch
+
+
+# ---------------------------------------------------------------------------------------------
+# Host side: exact bits and the trace.
+
+
+def _make_trace(
+    out, sizes, spec: _Spec, *, f_star, hp_values, seeds, has_x_star, divergence_factor, network
+) -> Trace:
+    first = lambda v: np.asarray(v)[0]  # every worker holds the same metric
+    loss = first(out["loss"])
     shape = loss.shape  # [*sweep, L]
     m = spec.num_workers
-    per_worker_up = np.zeros((m, *shape), np.int64)
-    per_worker_down = np.zeros((m, *shape), np.int64)
+    up_bits = np.zeros((m, *shape), np.int64)
+    down_bits = np.zeros((m, *shape), np.int64)
     rounds = np.zeros((m, *shape), np.int64)
-    for (up, down, rnd), (up_sizes, down_sizes) in zip(ledgers, sizes, strict=True):
+    for (up, down, rnd), (up_sizes, down_sizes) in zip(out["ledgers"], sizes, strict=True):
         # up: [M, *sweep, L, K_up] int32 counts.
-        per_worker_up = _add_exact(per_worker_up, ledger_bits(up, up_sizes))
-        per_worker_down = _add_exact(per_worker_down, ledger_bits(down, down_sizes))
+        up_bits = sum_exact(np.stack([up_bits, exact_bits(up, up_sizes)]), axis=0)
+        down_bits = sum_exact(np.stack([down_bits, exact_bits(down, down_sizes)]), axis=0)
         # Transformations chained in one step communicate in the same round (as in
         # jaxdist.comm.total_traffic): rounds is the largest count among the ledgers.
         rounds = np.maximum(rounds, np.asarray(rnd).astype(np.int64))
-    if f_star is None:
-        f_gap = np.full(shape, np.nan)
-    else:
-        f_gap = loss.astype(np.float64) - float(f_star)
-    dist = np.asarray(metrics["dist_sq"])
-    if not spec.has_x_star:
+    f_gap = np.full(shape, np.nan) if f_star is None else loss.astype(np.float64) - float(f_star)
+    dist = first(out["dist_sq"])
+    if not has_x_star:
         dist = np.full(shape, np.nan, dist.dtype)
+    series = {
+        "loss": loss,
+        "f_gap": f_gap,
+        "grad_norm_sq": first(out["grad_norm_sq"]),
+        "dist_sq": dist,
+        "consensus_sq": first(out["consensus_sq"]),
+        "bits_up": up_bits.max(axis=0),
+        "bits_down": down_bits.max(axis=0),
+        "bits_up_total": sum_exact(up_bits, axis=0),
+        "bits_down_total": sum_exact(down_bits, axis=0),
+        "rounds": rounds.max(axis=0),
+    }
+    assert tuple(series) == CORE_SERIES
+    for name, value in out["info"].items():
+        if name in series:
+            raise ValueError(f"the method's info reports {name!r}, which is a reserved series")
+        value = np.asarray(value)
+        if np.issubdtype(value.dtype, np.integer):
+            series[name] = value.astype(np.int64).max(axis=0)
+        else:
+            series[name] = value.mean(axis=0)
     step = np.arange(0, spec.num_steps + 1, spec.log_every, dtype=np.int64)
-    return Trace(
+    if step[-1] != spec.num_steps:
+        step = np.append(step, np.int64(spec.num_steps))
+    finite = np.all(first(out["finite"]), axis=-1)
+    target = f_gap if f_star is not None else np.asarray(series["grad_norm_sq"], np.float64)
+    with np.errstate(invalid="ignore"):
+        start = target[..., :1]
+        grew = np.any((start > 0) & (target > divergence_factor * start), axis=-1)
+    meta: dict[str, Any] = {"divergence_factor": divergence_factor}
+    trace = Trace(
         step=step,
-        loss=loss,
-        f_gap=f_gap,
-        grad_norm_sq=np.asarray(metrics["grad_norm_sq"]),
-        dist_sq=dist,
-        bits_up=per_worker_up.max(axis=0),
-        bits_down=per_worker_down.max(axis=0),
-        bits_up_total=_sum_exact(per_worker_up),
-        bits_down_total=_sum_exact(per_worker_down),
-        rounds=rounds.max(axis=0),
-        diverged=~np.all(np.asarray(metrics["finite"]), axis=-1),
+        series=series,
+        diverged=~finite | grew,
         hyperparams={} if hp_values is None else {k: np.asarray(v) for k, v in hp_values.items()},
         seeds=None if seeds is None else np.asarray(seeds).astype(np.int64),
         num_workers=spec.num_workers,
         num_steps=spec.num_steps,
         backend=spec.backend,
+        meta=meta,
     )
-
-
-def _add_exact(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if a.size and int(a.max()) + int(b.max()) > _INT64_MAX:
-        raise OverflowError("a cumulative bit count does not fit in int64")
-    return a + b
-
-
-def _sum_exact(per_worker: np.ndarray) -> np.ndarray:
-    if per_worker.size and int(per_worker.max()) * per_worker.shape[0] > _INT64_MAX:
-        raise OverflowError("a total bit count over workers does not fit in int64")
-    return per_worker.sum(axis=0, dtype=np.int64)
+    if network is not None:
+        series["time"] = trace.modelled_time(network)
+        meta["network"] = dataclasses.asdict(network)
+    return trace

@@ -1,21 +1,37 @@
-"""Per-step distributed gradient methods as optax transformations.
+"""Distributed methods: per-step optax transformations and the round protocol that hosts them.
 
-Every method is written from one worker's point of view: ``update(grads, state, params)``
-takes *this worker's* gradient (full or stochastic) and returns the aggregated estimate that
-every worker agrees on (bitwise), so it chains with any optax optimizer::
+**Per-step methods** are optax transformations written from one worker's point of view:
+``update(grads, state, params)`` takes *this worker's* gradient (full or stochastic) and
+returns the aggregated estimate that every worker agrees on (bitwise), so it chains with any
+optax optimizer::
 
     opt = optax.chain(jaxdist.diana(rand_k(10)), optax.sgd(lr))
-    state = jaxdist.comm.simulate(opt.init, M)(params)            # M workers, one device
+    params, state = jaxdist.comm.replicate(params, M, opt.init)   # M workers, one device
     updates, state = jaxdist.comm.simulate(opt.update, M)(grads, state, params)
 
-Keys live in the state (``key=`` int seed or PRNG key, ``salt=`` folded in); per-worker memory
-(shifts ``h_m``, errors ``e_m``, estimates ``g_m``) stays per worker; the server part is
-replicated. Every state holds a :class:`jaxdist.comm.Ledger` with exact message counts.
+Per-worker memory (shifts ``h_m``, errors ``e_m``, estimates ``g_m``) stays per worker; the
+server part is replicated. Every state holds a :class:`jaxdist.comm.Ledger` with exact message
+counts. Randomness follows one key path (:mod:`jaxdist.methods._base`): the key given at
+construction (``key=``, ``salt=``) is stored in the state; ``update`` takes no key.
+
+**Round-based methods** follow the round protocol (:mod:`jaxdist.methods._round`):
+``init(params)``, ``round(state, oracle, key) -> (state, info)``, ``params(state)``.
+:func:`as_round` hosts a per-step method as a round ("one gradient, one update"), which is how
+:func:`jaxdist.run` runs both kinds.
+
+**On the worker axis, wrap with care.** A wrapper that decides per worker breaks a distributed
+method: use :func:`apply_if_finite` (not ``optax.apply_if_finite``) and :func:`accumulate` (not
+``optax.MultiSteps``). ``optax.masked(diana(c), mask)`` leaves the unmasked leaves
+un-averaged, so workers drift apart (the run's ``consensus_sq`` shows it); average every leaf,
+e.g. ``optax.multi_transform({"c": diana(c), "d": dgd()}, labels)``. Changing a hyperparameter
+mid-run: ``optax.inject_hyperparams(jaxdist.diana)(rand_k(10), shift_step=0.5)`` works (pass the
+hyperparameter explicitly so that it is injected), then set ``state.hyperparams["shift_step"]``;
+injected values are traced, so they are not range-checked.
 """
 
+from jaxdist.methods._base import reseed as reseed
 from jaxdist.methods._dgd import DCGDState as DCGDState
 from jaxdist.methods._dgd import DGDState as DGDState
-from jaxdist.methods._dgd import bidirectional as bidirectional
 from jaxdist.methods._dgd import dcgd as dcgd
 from jaxdist.methods._dgd import dgd as dgd
 from jaxdist.methods._diana import DIANAState as DIANAState
@@ -28,8 +44,18 @@ from jaxdist.methods._error_feedback import ef21 as ef21
 from jaxdist.methods._error_feedback import ef21_p as ef21_p
 from jaxdist.methods._marina import MARINAState as MARINAState
 from jaxdist.methods._marina import marina as marina
+from jaxdist.methods._round import Oracle as Oracle
+from jaxdist.methods._round import PerStep as PerStep
+from jaxdist.methods._round import RoundMethod as RoundMethod
+from jaxdist.methods._round import as_round as as_round
+from jaxdist.methods._wrappers import AccumulateState as AccumulateState
+from jaxdist.methods._wrappers import ApplyIfFiniteState as ApplyIfFiniteState
+from jaxdist.methods._wrappers import accumulate as accumulate
+from jaxdist.methods._wrappers import apply_if_finite as apply_if_finite
 
 __all__ = [
+    "AccumulateState",
+    "ApplyIfFiniteState",
     "DCGDState",
     "DGDState",
     "DIANAState",
@@ -37,7 +63,12 @@ __all__ = [
     "EF21PState",
     "EF21State",
     "MARINAState",
-    "bidirectional",
+    "Oracle",
+    "PerStep",
+    "RoundMethod",
+    "accumulate",
+    "apply_if_finite",
+    "as_round",
     "dcgd",
     "dgd",
     "diana",
@@ -45,4 +76,5 @@ __all__ = [
     "ef21",
     "ef21_p",
     "marina",
+    "reseed",
 ]

@@ -1,15 +1,24 @@
-"""Shared machinery of the per-step methods: keys, tree arithmetic, ledgers, checks.
+"""Shared machinery of the methods: the key path, tree arithmetic, ledgers, checks.
 
-Key schedule (documented, and relied on by the NumPy references in the tests). At ``init`` the
-method stores ``state.key = fold_in(key, salt)``. At the step with counter ``t`` it uses
+**The key path** (the one rule for all randomness in jaxdist; the NumPy references in the tests
+replay it):
 
-* ``step = fold_in(base, t)`` with ``base = state.key``, or ``fold_in(extra_key, salt)``
-  when ``update`` is given a ``key=`` extra argument;
-* ``fold_in(step, UPLINK)`` for the workers' compressors, which
-  :func:`jaxdist.comm.compressed_mean` turns into ``fold_in(., m)`` for worker ``m``
-  (unless the compressor is shared-key);
-* ``fold_in(step, DOWNLINK)`` for the server's compressor (the same on every worker);
-* ``fold_in(step, COIN)`` for shared coins (MARINA).
+* A per-step method (an optax transformation) stores ``base = fold_in(key, salt)`` in its state
+  at ``init`` (``key``: an int seed or a PRNG key, coerced by :func:`jaxdist._validate.as_key`;
+  ``salt`` tells apart two transformations built with the same key). There is no other entry:
+  ``update`` takes no key.
+* The step with counter ``t`` uses ``k_t = fold_in(base, t)``, and within it
+  ``fold_in(k_t, UPLINK)`` for the workers' compressors, ``fold_in(k_t, DOWNLINK)`` for the
+  server's, ``fold_in(k_t, COIN)`` for shared coins (MARINA's synchronisation).
+* A round-based method receives the key of its round as an argument
+  (``round(state, oracle, key)``) and derives its draws from it the same way.
+* Per-worker draws use :func:`jaxdist.comm.worker_key`: ``fold_in(k, m)`` for worker ``m``
+  (independent), or ``k`` itself (shared: Perm-K, shared-seed Rand-K, coins). A receiver that
+  decodes sender ``m``'s message uses the same function with ``index=m``.
+* :func:`jaxdist.run` with run key ``r`` (``fold_in(key, seed)`` for a swept seed) gives round
+  ``t`` the key ``fold_in(r, t)`` and re-seeds every per-step method of the state once at
+  ``init`` with :func:`reseed` (``base <- fold_in(base, w)``, ``w`` one 32-bit word of ``r``),
+  so that two seeds draw independently even for a transformation built with a fixed ``key``.
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdist._validate import as_key, check_int, check_number, is_key, is_traced
+from jaxdist.comm._axis import AxisName, varying
 from jaxdist.comm._ledger import Ledger
 from jaxdist.compressors._base import Compressor, float_bits
 
@@ -29,63 +40,62 @@ UPLINK = 0
 DOWNLINK = 1
 COIN = 2
 
-__all__ = ["UPLINK", "DOWNLINK", "COIN", "init_key", "step_key", "purpose_key"]
+__all__ = ["UPLINK", "DOWNLINK", "COIN", "init_key", "step_key", "purpose_key", "reseed"]
 
 
 # ---------------------------------------------------------------------------------------------
 # Keys.
 
 
-def _is_key_array(x: Any) -> bool:
-    return isinstance(x, jax.Array | np.ndarray) and jax.dtypes.issubdtype(
-        x.dtype, jax.dtypes.prng_key
-    )
+def check_salt(salt: Any) -> Any:
+    """A salt in ``[0, 2**31)``: a Python int, or a traced integer (``optax.inject_hyperparams``
+    turns every numeric argument into an array)."""
+    if is_traced(salt) or (isinstance(salt, jax.Array) and jnp.issubdtype(salt.dtype, jnp.integer)):
+        return salt
+    return check_int("salt", salt, low=0, high=2**31 - 1)
 
 
-def as_key(key: Any, name: str = "key") -> jax.Array:
-    """An int seed, a typed key or a raw ``uint32[2]`` key, as a JAX key array."""
-    if isinstance(key, bool):
-        raise TypeError(f"{name} must be an int seed or a PRNG key, got a bool")
-    if isinstance(key, int | np.integer):
-        return jax.random.key(int(key))
-    if _is_key_array(key):
-        if key.shape != ():
-            raise ValueError(f"{name} must be a single key, got a key array of shape {key.shape}")
-        return key
-    if isinstance(key, jax.Array | np.ndarray):
-        arr = jnp.asarray(key)
-        if arr.dtype == jnp.uint32 and arr.shape == (2,):
-            return arr
-        if jnp.issubdtype(arr.dtype, jnp.integer) and arr.shape == ():
-            return jax.random.key(arr)
-    raise TypeError(
-        f"{name} must be an int seed, a typed key (jax.random.key) or a raw uint32[2] key, "
-        f"got {key!r}"
-    )
-
-
-def check_salt(salt: Any) -> int:
-    if isinstance(salt, bool) or not isinstance(salt, int | np.integer):
-        raise TypeError(f"salt must be a Python int, got {salt!r}")
-    if not 0 <= int(salt) < 2**31:
-        raise ValueError(f"salt must be in [0, 2**31), got salt={salt}")
-    return int(salt)
-
-
-def init_key(key: Any, salt: int) -> jax.Array:
-    """The key stored in a method's state: ``fold_in(key, salt)``."""
+def init_key(key: Any, salt: Any) -> jax.Array:
+    """The key stored in a per-step method's state: ``fold_in(key, salt)``."""
     return jax.random.fold_in(as_key(key), salt)
 
 
-def step_key(state_key: jax.Array, count: jax.Array, extra_key: Any, salt: int) -> jax.Array:
-    """The key of the step with counter ``count`` (see the module docstring)."""
-    base = state_key if extra_key is None else jax.random.fold_in(as_key(extra_key), salt)
-    return jax.random.fold_in(base, count)
+def step_key(state_key: jax.Array, count: jax.Array) -> jax.Array:
+    """The key of the step with counter ``count``: ``fold_in(state_key, count)``."""
+    return jax.random.fold_in(state_key, count)
 
 
 def purpose_key(step: jax.Array, purpose: int) -> jax.Array:
     """The key for one use within a step (``UPLINK``, ``DOWNLINK`` or ``COIN``)."""
     return jax.random.fold_in(step, purpose)
+
+
+def reseed(state: PyTree, key: Any) -> PyTree:
+    """Re-seeds every per-step method inside ``state`` from ``key``.
+
+    Every typed PRNG key leaf ``k`` of the state (the ``key`` field of jaxdist method states)
+    becomes ``fold_in(k, w)`` with ``w`` one 32-bit word drawn from ``key``; everything else is
+    unchanged. :func:`jaxdist.run` applies it once at ``init`` so that runs with different keys
+    or seeds draw independently. Raw ``uint32`` keys (optax's own noise transforms) are not
+    touched.
+
+    Args:
+      state: a method state (e.g. an ``optax.chain`` state tuple).
+      key: an int seed or a PRNG key.
+
+    Returns:
+      The re-seeded state.
+    """
+    word = jax.random.bits(as_key(key), (), jnp.uint32)
+
+    def fold(x):
+        if is_key(x) or (isinstance(x, jax.core.Tracer) and jax.dtypes.issubdtype(
+            x.dtype, jax.dtypes.prng_key
+        )):
+            return jax.random.fold_in(x, word)
+        return x
+
+    return jax.tree_util.tree_map(fold, state)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,7 +126,45 @@ def zero_count() -> jax.Array:
 
 
 def tree_zeros(params: PyTree) -> PyTree:
+    """Zeros like ``params`` (replicated: the same on every worker)."""
     return jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, p.dtype), params)
+
+
+def worker_zeros(params: PyTree, axis_name: AxisName) -> PyTree:
+    """Zeros like ``params`` for *per-worker* state (shifts, errors, local estimates).
+
+    Marked varying over the worker axis under ``shard_map`` (:func:`jaxdist.comm.varying`), so
+    the state has the same type before and after a step and fits a ``lax.scan`` carry.
+    """
+    return varying(tree_zeros(params), axis_name)
+
+
+def check_grads(name: str, grads: PyTree, like: PyTree, what: str = "params") -> None:
+    """Trace-time check that ``grads`` matches ``like`` (structure, shapes) and is floating.
+
+    Raises:
+      ValueError: different pytree structures or leaf shapes (naming the first mismatch).
+      TypeError: a non-floating gradient leaf.
+    """
+    gl, gt = jax.tree_util.tree_flatten(grads)
+    ll, lt = jax.tree_util.tree_flatten(like)
+    if gt != lt:
+        raise ValueError(
+            f"{name}: the gradient pytree does not match the {what} it was initialised with: "
+            f"gradient structure {gt}, {what} structure {lt}"
+        )
+    for i, (g, p) in enumerate(zip(gl, ll, strict=True)):
+        if tuple(np.shape(g)) != tuple(np.shape(p)):
+            raise ValueError(
+                f"{name}: gradient leaf {i} has shape {tuple(np.shape(g))} but the {what} leaf "
+                f"has shape {tuple(np.shape(p))}"
+            )
+        dtype = jnp.result_type(g)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"{name}: gradients must be floating-point arrays, got leaf {i} of dtype "
+                f"{dtype}; cast it first (integer gradients cannot be averaged exactly)"
+            )
 
 
 def tree_select(pred: Any, a: PyTree, b: PyTree) -> PyTree:
@@ -180,25 +228,15 @@ def check_downlink(c: Any, name: str = "down") -> Compressor | None:
     return c
 
 
-def _is_traced(x: Any) -> bool:
-    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
-
-
 def check_unit_interval(name: str, value: Any, *, allow_zero: bool = False) -> Any:
-    """Checks ``0 < value <= 1`` (elementwise) when ``value`` is concrete; tracers pass."""
-    if value is None or _is_traced(value):
+    """Checks ``0 < value <= 1`` (elementwise) when ``value`` is concrete.
+
+    Traced values (a hyperparameter swept by ``vmap`` or injected by
+    ``optax.inject_hyperparams``) are not range-checked: they are only known at run time.
+    """
+    if value is None:
         return value
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{name} must be a number or a float array, got {value!r}") from e
-    if isinstance(value, bool) or np.asarray(value).dtype == bool:
-        raise TypeError(f"{name} must be a number or a float array, got a bool")
-    low_ok = arr >= 0 if allow_zero else arr > 0
-    if not np.all(low_ok & (arr <= 1)):
-        bound = "[0, 1]" if allow_zero else "(0, 1]"
-        raise ValueError(f"{name} must be in {bound}, got {name}={value}")
-    return value
+    return check_number(name, value, low=0.0, high=1.0, low_open=not allow_zero)
 
 
 def check_mode(mode: Any) -> str:

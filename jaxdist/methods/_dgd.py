@@ -1,4 +1,4 @@
-"""Distributed (compressed) gradient descent: ``dgd``, ``dcgd`` and ``bidirectional``."""
+"""Distributed (compressed) gradient descent: ``dgd`` and ``dcgd`` (optionally bidirectional)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from jaxdist.methods._base import (
     UPLINK,
     check_compressor,
     check_downlink,
+    check_grads,
     check_mode,
     check_salt,
     init_key,
@@ -26,25 +27,23 @@ from jaxdist.methods._base import (
     zero_count,
 )
 
-__all__ = ["DGDState", "DCGDState", "dgd", "dcgd", "bidirectional"]
+__all__ = ["DGDState", "DCGDState", "dgd", "dcgd"]
 
 
 class DGDState(NamedTuple):
-    """State of :func:`dgd`.
+    """State of :func:`dgd` (DGD draws nothing, so it holds no key).
 
     Attributes:
-      key: the method's key (unused by DGD itself; kept for a uniform state layout).
       count: number of updates so far (int32, the same on every worker).
       ledger: exact message counts (:class:`~jaxdist.comm.Ledger`).
     """
 
-    key: jax.Array
     count: jax.Array
     ledger: Ledger
 
 
 class DCGDState(NamedTuple):
-    """State of :func:`dcgd` and :func:`bidirectional`.
+    """State of :func:`dcgd`.
 
     Attributes:
       key: the method's key, ``fold_in(key, salt)``.
@@ -57,9 +56,7 @@ class DCGDState(NamedTuple):
     ledger: Ledger
 
 
-def dgd(
-    *, key: Any = 0, axis_name: AxisName = "workers", salt: int = 0
-) -> optax.GradientTransformationExtraArgs:
+def dgd(*, axis_name: AxisName = "workers") -> optax.GradientTransformationExtraArgs:
     """Distributed gradient descent: the plain average of the workers' gradients.
 
     No compression: every worker sends its ``d`` floats and receives the ``d``-float mean
@@ -75,9 +72,7 @@ def dgd(
     (THEORY.md §2.1).
 
     Args:
-      key: an int seed or a PRNG key (stored for a uniform state; DGD draws nothing).
       axis_name: the worker axis.
-      salt: folded into the key.
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` whose ``update(grads, state)`` takes this
@@ -96,16 +91,16 @@ def dgd(
       >>> [round(v, 4) for v in upd[0].tolist()]  # -0.1 * mean of the gradients
       [-0.45, -0.55, -0.65]
     """
-    salt = check_salt(salt)
 
     def init_fn(params):
-        return DGDState(init_key(key, salt), zero_count(), make_ledger(params, None, None))
+        return DGDState(zero_count(), make_ledger(params, None, None))
 
     def update_fn(updates, state, params=None, **extra):
-        del params, extra
+        del extra
+        check_grads("dgd", updates, params if params is not None else updates)
         g = worker_mean(updates, axis_name)
         ledger = one_step_counts(state.ledger, full=1)
-        return g, DGDState(state.key, optax.safe_increment(state.count), ledger)
+        return g, DGDState(optax.safe_increment(state.count), ledger)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -143,7 +138,7 @@ def dcgd(
       compressor: the uplink operator ``C_m`` (worker ``m`` uses ``fold_in(key_t, m)``
         unless the operator is shared-key).
       down: optional downlink operator applied by the server to the aggregate (one shared
-        key, so every worker decodes the same vector); see :func:`bidirectional`.
+        key, so every worker decodes the same vector): bidirectional compression (below).
       key: an int seed or a PRNG key, stored in the state.
       axis_name: the worker axis.
       salt: folded into the key, so that two transformations with the same ``key`` draw
@@ -151,16 +146,27 @@ def dcgd(
       mode: ``"dense"`` (pmean of decoded vectors) or ``"gather"`` (all-gather of the
         payloads, then decode); the same numbers.
 
+    Bidirectional compression (``down=``): worker ``m`` sends :math:`C_{W,m}(g_m) \\in
+    U(\\omega_W)`, the server averages and broadcasts :math:`C_M(\\cdot) \\in U(\\omega_M)` of
+    the mean, and every worker steps on the same decoded message,
+    :math:`g^k = C_M(\frac1M\\sum_m C_{W,m}(g_m^k))`; bits per worker per step ``up.bits(d)``
+    up and ``down.bits(d)`` down. Theory (Horváth et al. 2019, Thm 9; THEORY.md §2.7,
+    nonconvex): with :math:`\beta = 1 + \\omega_M + (\\omega_M+1)\\omega_W/M` and
+    :math:`\\eta \\in (0, 2/(\beta L))`, the bound has the multiplicative
+    :math:`(\\omega_M+1)(\\omega_W+1)` dependence; :func:`ef21_p` makes it additive.
+
     Returns:
-      An :class:`optax.GradientTransformationExtraArgs`; ``update(grads, state, params=None,
-      key=None)`` takes this worker's gradient (full or stochastic) and returns the
-      aggregated estimate, identical on every worker. A ``key=`` extra argument replaces the
-      stored key for that step (it must be the same on every worker).
+      An :class:`optax.GradientTransformationExtraArgs`; ``update(grads, state, params=None)``
+      takes this worker's gradient (full or stochastic) and returns the aggregated estimate,
+      identical on every worker. Randomness comes from the key in the state only (see the
+      key path in :mod:`jaxdist.methods`).
 
     References:
       Alistarh et al., `QSGD: Communication-Efficient SGD via Gradient Quantization and
       Encoding <https://arxiv.org/abs/1610.02132>`_, 2017; Khirirat, Feyzmahdavian,
-      Johansson, Distributed learning with compressed gradients, 2018.
+      Johansson, Distributed learning with compressed gradients, 2018; Horváth, Ho, Horváth,
+      Sahu, Canini, Richtárik, `Natural Compression for Distributed Deep Learning
+      <https://arxiv.org/abs/1905.10988>`_, 2019 (Thm 9, bidirectional).
     """
     compressor = check_compressor(compressor, "compressor")
     down = check_downlink(down)
@@ -171,8 +177,9 @@ def dcgd(
         return DCGDState(init_key(key, salt), zero_count(), make_ledger(params, compressor, down))
 
     def update_fn(updates, state, params=None, **extra):
-        del params
-        k = step_key(state.key, state.count, extra.get("key"), salt)
+        del extra
+        check_grads("dcgd", updates, params if params is not None else updates)
+        k = step_key(state.key, state.count)
         g = compressed_mean(
             compressor, purpose_key(k, UPLINK), updates, axis_name=axis_name, mode=mode
         )
@@ -183,46 +190,3 @@ def dcgd(
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
-
-def bidirectional(
-    up: Compressor,
-    down: Compressor,
-    *,
-    key: Any = 0,
-    axis_name: AxisName = "workers",
-    salt: int = 0,
-    mode: str = "dense",
-) -> optax.GradientTransformationExtraArgs:
-    """DCGD with compression both ways: workers compress up, the server compresses down.
-
-    Worker ``m`` sends :math:`C_{W,m}(g_m) \\in U(\\omega_W)`; the server averages and
-    broadcasts :math:`C_M(\\cdot) \\in U(\\omega_M)` of the mean; every worker steps on the
-    same decoded message. Bits per worker per step: ``up.bits(d)`` up, ``down.bits(d)`` down.
-    Same as ``dcgd(up, down=down)``.
-
-    .. math::
-
-       g^k = C_M\\Big(\\frac{1}{M}\\sum_{m=1}^{M} C_{W,m}(g_m^k)\\Big).
-
-    Theory (Horváth et al. 2019, Thm 9; THEORY.md §2.7, nonconvex): with
-    :math:`\\beta = 1 + \\omega_M + (\\omega_M+1)\\omega_W/M` and
-    :math:`\\eta \\in (0, 2/(\\beta L))`, the bound has the multiplicative
-    :math:`(\\omega_M+1)(\\omega_W+1)` dependence; :func:`ef21_p` makes it additive.
-
-    Args:
-      up: the workers' operator.
-      down: the server's operator (its key is shared: the server draws once).
-      key: an int seed or a PRNG key, stored in the state.
-      axis_name: the worker axis.
-      salt: folded into the key.
-      mode: ``"dense"`` or ``"gather"`` aggregation of the uplink messages.
-
-    Returns:
-      An :class:`optax.GradientTransformationExtraArgs` (state :class:`DCGDState`).
-
-    References:
-      Horváth, Ho, Horváth, Sahu, Canini, Richtárik, `Natural Compression for Distributed Deep
-      Learning <https://arxiv.org/abs/1905.10988>`_, 2019 (Thm 9).
-    """
-    check_compressor(down, "down")
-    return dcgd(up, down=down, key=key, axis_name=axis_name, salt=salt, mode=mode)

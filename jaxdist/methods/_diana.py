@@ -17,6 +17,7 @@ from jaxdist.methods._base import (
     PyTree,
     check_compressor,
     check_downlink,
+    check_grads,
     check_mode,
     check_salt,
     check_unit_interval,
@@ -29,6 +30,7 @@ from jaxdist.methods._base import (
     tree_axpy,
     tree_sub,
     tree_zeros,
+    worker_zeros,
     zero_count,
 )
 
@@ -54,19 +56,20 @@ class DIANAState(NamedTuple):
     ledger: Ledger
 
 
-def default_alpha(compressor: Compressor, x: Any) -> float:
+def default_shift_step(compressor: Compressor, x: Any) -> float:
     """``1 / (ω + 1)`` for an unbiased compressor at the dimension of ``x``."""
     omega = compressor.omega(x)
     if omega is None:
         raise ValueError(
-            f"{compressor.name} has no variance parameter ω (it is not unbiased); pass alpha="
+            f"{compressor.name} has no variance parameter ω (it is not unbiased); pass "
+            "shift_step="
         )
     return 1.0 / (float(omega) + 1.0)
 
 
 def diana_update(
     compressor: Compressor,
-    alpha: Any,
+    shift_step: Any,
     key: jax.Array,
     grad: PyTree,
     h_m: PyTree,
@@ -81,12 +84,12 @@ def diana_update(
         compressor, key, diff, axis_name=axis_name, mode=mode, return_local=True
     )
     g = tree_add(h, mean_delta)
-    return g, tree_axpy(alpha, delta, h_m), tree_axpy(alpha, mean_delta, h)
+    return g, tree_axpy(shift_step, delta, h_m), tree_axpy(shift_step, mean_delta, h)
 
 
 def diana(
     compressor: Compressor,
-    alpha: Any = None,
+    shift_step: Any = None,
     *,
     down: Compressor | None = None,
     key: Any = 0,
@@ -125,11 +128,12 @@ def diana(
 
     Args:
       compressor: the uplink operator (unbiased for the theory).
-      alpha: the shift step :math:`\\alpha` (a float or an array, e.g. traced in a vmapped
-        sweep). Default :math:`1/(\\omega+1)` at the gradient's dimension; required when the
-        compressor is not unbiased.
+      shift_step: the shift step :math:`\\alpha` of the paper (a float or an array, e.g.
+        traced in a vmapped sweep; traced values are not range-checked). Default
+        :math:`1/(\\omega+1)` at the gradient's dimension; required when the compressor is not
+        unbiased.
       down: optional downlink operator applied by the server to :math:`\\hat g^k`.
-      key: an int seed or a PRNG key, stored in the state.
+      key: an int seed or a PRNG key, stored in the state (the only source of randomness).
       axis_name: the worker axis.
       salt: folded into the key.
       mode: ``"dense"`` or ``"gather"`` aggregation.
@@ -140,8 +144,8 @@ def diana(
       :math:`\\hat g^k`, identical on every worker.
 
     Raises:
-      ValueError: if ``alpha`` is None and the compressor is not unbiased, or ``alpha`` is
-        not in (0, 1].
+      ValueError: if ``shift_step`` is None and the compressor is not unbiased, or a concrete
+        ``shift_step`` is not in (0, 1].
 
     Examples:
       >>> import jax, jax.numpy as jnp, optax
@@ -174,27 +178,27 @@ def diana(
     down = check_downlink(down)
     salt = check_salt(salt)
     mode = check_mode(mode)
-    if alpha is None and not compressor.unbiased:
+    if shift_step is None and not compressor.unbiased:
         raise ValueError(
-            f"diana: {compressor.name} is not unbiased, so there is no default alpha = "
-            "1/(omega+1); pass alpha= explicitly (0 < alpha <= 1)"
+            f"diana: {compressor.name} is not unbiased, so there is no default shift_step = "
+            "1/(omega+1); pass shift_step= explicitly (0 < shift_step <= 1)"
         )
-    check_unit_interval("alpha", alpha)
+    check_unit_interval("shift_step", shift_step)
 
     def init_fn(params):
-        zeros = tree_zeros(params)
         return DIANAState(
             init_key(key, salt),
             zero_count(),
-            zeros,
+            worker_zeros(params, axis_name),
             tree_zeros(params),
             make_ledger(params, compressor, down),
         )
 
     def update_fn(updates, state, params=None, **extra):
-        del params
-        a = default_alpha(compressor, updates) if alpha is None else alpha
-        k = step_key(state.key, state.count, extra.get("key"), salt)
+        del params, extra
+        check_grads("diana", updates, state.h_m, "shifts h_m")
+        a = default_shift_step(compressor, updates) if shift_step is None else shift_step
+        k = step_key(state.key, state.count)
         g, h_m, h = diana_update(
             compressor,
             a,

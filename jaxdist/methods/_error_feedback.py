@@ -18,6 +18,7 @@ from jaxdist.methods._base import (
     PyTree,
     check_compressor,
     check_downlink,
+    check_grads,
     check_mode,
     check_salt,
     check_unit_interval,
@@ -31,9 +32,10 @@ from jaxdist.methods._base import (
     tree_axpy,
     tree_sub,
     tree_zeros,
+    worker_zeros,
     zero_count,
 )
-from jaxdist.methods._diana import default_alpha, diana_update
+from jaxdist.methods._diana import default_shift_step, diana_update
 
 __all__ = ["EF14State", "EF21State", "EF21PState", "ef14", "ef21", "ef21_p"]
 
@@ -154,13 +156,14 @@ def ef14(
         return EF14State(
             init_key(key, salt),
             zero_count(),
-            tree_zeros(params),
+            worker_zeros(params, axis_name),
             make_ledger(params, compressor, None),
         )
 
     def update_fn(updates, state, params=None, **extra):
-        del params
-        k = step_key(state.key, state.count, extra.get("key"), salt)
+        del params, extra
+        check_grads("ef14", updates, state.e_m, "errors e_m")
+        k = step_key(state.key, state.count)
         p = tree_add(updates, state.e_m)
         g, delta = compressed_mean(
             compressor,
@@ -229,14 +232,15 @@ def ef21(
         return EF21State(
             init_key(key, salt),
             zero_count(),
-            tree_zeros(params),
+            worker_zeros(params, axis_name),
             tree_zeros(params),
             make_ledger(params, compressor, None),
         )
 
     def update_fn(updates, state, params=None, **extra):
-        del params
-        k = step_key(state.key, state.count, extra.get("key"), salt)
+        del params, extra
+        check_grads("ef21", updates, state.g_m, "estimates g_m")
+        k = step_key(state.key, state.count)
         mean_c, c = compressed_mean(
             compressor,
             purpose_key(k, UPLINK),
@@ -257,7 +261,7 @@ def ef21_p(
     up: Compressor,
     down: Compressor,
     *,
-    alpha: Any = None,
+    shift_step: Any = None,
     learning_rate: optax.ScalarOrSchedule | None = None,
     key: Any = 0,
     axis_name: AxisName = "workers",
@@ -298,7 +302,8 @@ def ef21_p(
     Args:
       up: the workers' unbiased operator (DIANA).
       down: the server's contractive operator :math:`C_P` (one shared key).
-      alpha: DIANA shift step, default :math:`1/(\\omega_{\\rm up}+1)`.
+      shift_step: DIANA shift step, default :math:`1/(\\omega_{\\rm up}+1)` (traced values
+        are not range-checked).
       learning_rate: :math:`\\gamma` (a scalar, array or optax schedule of the step count)
         for the primal form; ``None`` for the gradient-units form.
       key: an int seed or a PRNG key, stored in the state.
@@ -310,7 +315,7 @@ def ef21_p(
       An :class:`optax.GradientTransformationExtraArgs` with state :class:`EF21PState`.
 
     Raises:
-      ValueError: if ``alpha`` is None and ``up`` is not unbiased; if ``learning_rate`` is
+      ValueError: if ``shift_step`` is None and ``up`` is not unbiased; if ``learning_rate`` is
         given and ``update`` gets no ``params``.
 
     References:
@@ -322,12 +327,12 @@ def ef21_p(
     down = check_downlink(check_compressor(down, "down"), "down")
     salt = check_salt(salt)
     mode = check_mode(mode)
-    if alpha is None and not up.unbiased:
+    if shift_step is None and not up.unbiased:
         raise ValueError(
-            f"ef21_p: the uplink {up.name} is not unbiased, so there is no default alpha = "
-            "1/(omega+1); pass alpha= explicitly (0 < alpha <= 1)"
+            f"ef21_p: the uplink {up.name} is not unbiased, so there is no default shift_step = "
+            "1/(omega+1); pass shift_step= explicitly (0 < shift_step <= 1)"
         )
-    check_unit_interval("alpha", alpha)
+    check_unit_interval("shift_step", shift_step)
     primal = learning_rate is not None
 
     def init_fn(params):
@@ -335,7 +340,7 @@ def ef21_p(
         return EF21PState(
             init_key(key, salt),
             zero_count(),
-            tree_zeros(params),
+            worker_zeros(params, axis_name),
             tree_zeros(params),
             server,
             make_ledger(params, up, down),
@@ -347,8 +352,12 @@ def ef21_p(
                 "ef21_p(learning_rate=...) needs params (the workers' model w^t): call "
                 "update(grads, state, params)"
             )
-        a = default_alpha(up, updates) if alpha is None else alpha
-        k = step_key(state.key, state.count, extra.get("key"), salt)
+        del extra
+        check_grads("ef21_p", updates, state.h_m, "shifts h_m")
+        if primal:
+            check_grads("ef21_p", params, state.h_m, "shifts h_m")
+        a = default_shift_step(up, updates) if shift_step is None else shift_step
+        k = step_key(state.key, state.count)
         g, h_m, h = diana_update(
             up,
             a,

@@ -12,11 +12,13 @@ from jaxdist.comm._aggregate import compressed_mean
 from jaxdist.comm._axis import AxisName, uniform_cond, worker_mean
 from jaxdist.comm._ledger import Ledger
 from jaxdist.compressors._base import Compressor
+from jaxdist.compressors._sampling import bernoulli_coin
 from jaxdist.methods._base import (
     COIN,
     UPLINK,
     PyTree,
     check_compressor,
+    check_grads,
     check_mode,
     check_salt,
     check_unit_interval,
@@ -27,6 +29,7 @@ from jaxdist.methods._base import (
     tree_add,
     tree_sub,
     tree_zeros,
+    worker_zeros,
     zero_count,
 )
 
@@ -116,15 +119,16 @@ def marina(
         return MARINAState(
             init_key(key, salt),
             zero_count(),
-            tree_zeros(params),
+            worker_zeros(params, axis_name),
             tree_zeros(params),
             make_ledger(params, compressor, None, full_up=True),
         )
 
     def update_fn(updates, state, params=None, **extra):
-        del params
-        k = step_key(state.key, state.count, extra.get("key"), salt)
-        coin = jax.random.bernoulli(purpose_key(k, COIN), jnp.asarray(p, jnp.float32))
+        del params, extra
+        check_grads("marina", updates, state.prev_grad, "previous gradients")
+        k = step_key(state.key, state.count)
+        coin = bernoulli_coin(purpose_key(k, COIN), p)
         sync = jnp.logical_or(state.count == 0, coin)
 
         def full(_):
