@@ -1,19 +1,8 @@
-"""Test helpers: a Python-loop worker backend, backend comparisons, compilation counting.
+"""Test helpers: backend comparisons, tree assertions, compilation counting.
 
-The loop backend
-----------------
-:func:`loop` runs a per-worker function once for each worker ``m = 0..M-1``, each call in its
-own Python thread, **eagerly** (no ``vmap``, no ``shard_map``, no ``jit`` around it), on that
-worker's unbatched slice of the inputs. A single per-worker call cannot compute a ``psum``
-by itself (it needs the other workers' values in the middle of its execution), so the
-collectives of :mod:`jaxdist.comm` (``worker_sum/mean/max/gather``, ``axis_index``,
-``uniform_cond``) are emulated by real message passing: each worker deposits its value in a
-shared slot, waits at a barrier for the others, and reduces all ``M`` values in worker order.
-This is an honest per-worker loop with hand-written collectives: it shares no batching code
-with ``jax.vmap``. Limitations: the function must not be jitted (it exchanges concrete
-values), and operators that call ``jax.lax`` collectives directly (Perm-K, PowerSGD over
-workers) are not emulated (use :func:`jaxdist.comm.simulate` vs :func:`jaxdist.comm.on_mesh`
-for them).
+Per-worker code is checked against NumPy references (a real per-worker loop written from the
+papers' update rules) and across backends (``vmap`` vs ``shard_map``); there is no emulated
+backend that patches :mod:`jaxdist.comm`, whose collectives are exactly the ``jax.lax`` ones.
 """
 
 from __future__ import annotations
@@ -24,18 +13,15 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxdist.comm import _axis
 from jaxdist.comm._axis import AxisName
 
 __all__ = [
-    "loop",
     "run_backends",
     "assert_trees_equal",
     "assert_trees_close",
@@ -47,158 +33,32 @@ __all__ = [
 PyTree = Any
 
 
-class _SharedAxis:
-    def __init__(self, size: int, timeout: float):
-        self.size = size
-        self.barrier = threading.Barrier(size, timeout=timeout)
-        self.slots: list[Any] = [None] * size
-
-
-class _WorkerView:
-    """One worker's view of the emulated axis (installed in a thread-local)."""
-
-    def __init__(self, shared: _SharedAxis, index: int, axis_name: AxisName):
-        self.shared = shared
-        self.index = index
-        self.size = shared.size
-        self.axis_name = axis_name
-
-    def reduce(self, x: PyTree, op: str) -> PyTree:
-        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x)):
-            raise TypeError(
-                "jaxdist.testing.loop runs the per-worker function eagerly and exchanges "
-                "concrete values between workers; do not jit/vmap the function passed to it "
-                f"(a collective on {self.axis_name!r} received a tracer)"
-            )
-        shared = self.shared
-        shared.slots[self.index] = x
-        shared.barrier.wait()
-        values = list(shared.slots)
-        shared.barrier.wait()  # nobody overwrites a slot before everyone has read them all
-
-        def stacked(*xs):
-            return jnp.stack([jnp.asarray(v) for v in xs])
-
-        if op == "gather":
-            return jax.tree_util.tree_map(stacked, *values)
-        if op == "sum":
-            return jax.tree_util.tree_map(lambda *xs: jnp.sum(stacked(*xs), axis=0), *values)
-        if op == "mean":
-            return jax.tree_util.tree_map(
-                lambda *xs: jnp.sum(stacked(*xs), axis=0) / self.size, *values
-            )
-        if op == "max":
-            return jax.tree_util.tree_map(lambda *xs: jnp.max(stacked(*xs), axis=0), *values)
-        raise ValueError(f"unknown collective {op!r}")
-
-
-def _split(args: tuple[Any, ...], in_axes: Any, m: int) -> tuple[Any, ...]:
-    if in_axes is None or isinstance(in_axes, int):
-        in_axes = (in_axes,) * len(args)
-    out = []
-    for ax, arg in zip(in_axes, args, strict=True):
-        if ax is None:
-            out.append(arg)
-            continue
-
-        def take(a, sub):
-            if a is None:
-                return sub
-            if a != 0:
-                raise ValueError("loop supports in_axes 0 or None")
-            return jax.tree_util.tree_map(lambda x: x[m], sub)
-
-        out.append(jax.tree_util.tree_map(take, ax, arg, is_leaf=lambda x: x is None))
-    return tuple(out)
-
-
-def loop(
-    fn: Callable[..., Any],
-    num_workers: int,
-    *,
-    axis_name: AxisName = "workers",
-    in_axes: Any = 0,
-    timeout: float = 300.0,
-) -> Callable[..., Any]:
-    """Runs ``fn`` for each worker in a Python thread, with emulated collectives.
-
-    Same calling convention as :func:`jaxdist.comm.simulate` (stacked inputs with
-    ``in_axes`` 0, shared inputs with ``None``; outputs stacked along a new leading axis).
-
-    Args:
-      fn: the per-worker function (not jitted).
-      num_workers: ``M``.
-      axis_name: the worker axis the function's collectives use.
-      in_axes: ``0``/``None`` per positional argument (pytree prefixes allowed).
-      timeout: seconds a worker waits at a collective before the run is aborted.
-
-    Returns:
-      A function of stacked arguments returning stacked outputs.
-    """
-    num_workers = _axis._check_num_workers(num_workers)
-
-    def run(*args):
-        shared = _SharedAxis(num_workers, timeout)
-
-        def worker(m: int):
-            previous = getattr(_axis._LOOP, "axes", None)
-            _axis._LOOP.axes = dict(previous or {})
-            _axis._LOOP.axes[axis_name] = _WorkerView(shared, m, axis_name)
-            try:
-                return fn(*_split(args, in_axes, m))
-            except BaseException:
-                shared.barrier.abort()
-                raise
-            finally:
-                _axis._LOOP.axes = previous
-
-        with ThreadPoolExecutor(max_workers=num_workers) as pool:
-            futures = [pool.submit(worker, m) for m in range(num_workers)]
-            errors = [f.exception() for f in futures]
-        real = [
-            e for e in errors if e is not None and not isinstance(e, threading.BrokenBarrierError)
-        ]
-        if real:
-            raise real[0]
-        if any(e is not None for e in errors):
-            raise next(e for e in errors if e is not None)
-        outs = [f.result() for f in futures]
-        return jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *outs)
-
-    return run
-
-
 def run_backends(
     fn: Callable[..., Any],
     num_workers: int,
     args: tuple[Any, ...],
     *,
-    backends: tuple[str, ...] = ("vmap", "shard_map", "loop"),
+    backends: tuple[str, ...] = ("vmap", "shard_map"),
     axis_name: AxisName = "workers",
     in_axes: Any = 0,
     jit: bool = True,
 ) -> dict[str, Any]:
     """Runs the per-worker ``fn`` on each backend and returns ``{backend: output}``.
 
-    ``vmap`` and ``shard_map`` are jitted when ``jit`` is true; ``loop`` never is.
-
     Args:
       fn: the per-worker function.
       num_workers: ``M``.
       args: the stacked/shared arguments.
-      backends: any of ``"vmap"``, ``"shard_map"``, ``"loop"``.
+      backends: any of ``"vmap"``, ``"shard_map"``.
       axis_name: the worker axis.
       in_axes: ``0``/``None`` per argument.
-      jit: jit the ``vmap`` and ``shard_map`` versions.
+      jit: jit each version.
 
     Returns:
       A dict from backend name to the stacked output.
     """
     results = {}
     for backend in backends:
-        if backend == "loop":
-            results[backend] = loop(fn, num_workers, axis_name=axis_name, in_axes=in_axes)(*args)
-            continue
         g = _axis.workers(fn, num_workers, backend=backend, axis_name=axis_name, in_axes=in_axes)
         results[backend] = (jax.jit(g) if jit else g)(*args)
     return results

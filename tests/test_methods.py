@@ -1,15 +1,10 @@
-"""Common tests of every per-step method, driven by the registry ``METHODS_UNDER_TEST``.
+"""Common tests of every per-step method, driven by ``tests/methods_registry.py``.
 
-Backends. A step of M workers is run three ways and compared bitwise:
-
-* ``vmap``: ``jaxdist.comm.simulate`` (jitted);
-* ``shard_map``: ``jaxdist.comm.on_mesh`` on 8 forced CPU devices, one worker per device;
-* ``loop``: ``jaxdist.testing.loop``, a Python loop over workers (one thread per worker,
-  eager, collectives emulated by message passing; see its docstring). Operators that call
-  ``jax.lax`` collectives themselves (Perm-K) are not emulated there.
-
-The float64 NumPy references of ``tests/reference.py`` (a real per-worker loop written from
-the papers' update rules) are compared with the jaxdist trajectories at the end of the file.
+Backends. A step of M workers runs under ``vmap`` (``jaxdist.comm.simulate``) and under
+``shard_map`` (``jaxdist.comm.on_mesh``, and a user's own ``jax.shard_map`` + ``lax.scan``
+loop with JAX's default checks) on 8 forced CPU devices. The float64 NumPy references of
+``tests/reference.py`` (a real per-worker loop written from the papers' update rules) are
+compared with the jaxdist trajectories to 1e-12.
 """
 
 from __future__ import annotations
@@ -22,74 +17,37 @@ import numpy as np
 import optax
 import pytest
 import reference
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from methods_registry import BY_NAME, NAMES, Replay
 
 import jaxdist.compressors as jc
 from jaxdist import comm, problems, testing
 from jaxdist.methods import (
-    bidirectional,
+    accumulate,
+    apply_if_finite,
     dcgd,
     dgd,
     diana,
     ef14,
-    ef21,
     ef21_p,
     marina,
+    reseed,
 )
-from jaxdist.methods._base import COIN, DOWNLINK, UPLINK
 
 M = 8  # one worker per forced CPU device
 D = 16
 T = 3  # steps per compiled trajectory
 LR = 0.05
-
-METHODS_UNDER_TEST = (
-    ("dgd", dgd, {}),
-    ("dcgd_rand_k", dcgd, {"compressor": jc.rand_k(3)}),
-    ("bidirectional", bidirectional, {"up": jc.rand_k(4, shared=True), "down": jc.top_k(6)}),
-    ("diana_rand_k", diana, {"compressor": jc.rand_k(3)}),
-    ("diana_natural_gather", diana, {"compressor": jc.natural(), "mode": "gather"}),
-    ("diana_perm_k", diana, {"compressor": jc.perm_k(num_workers=M)}),
-    ("ef14_top_k", ef14, {"compressor": jc.top_k(3)}),
-    ("ef21_top_k", ef21, {"compressor": jc.top_k(3), "mode": "gather"}),
-    ("marina_rand_k", marina, {"compressor": jc.rand_k(3), "p": 0.5}),
-    ("ef21_p", ef21_p, {"up": jc.natural(), "down": jc.top_k(4)}),
-    ("ef21_p_primal", ef21_p, {"up": jc.natural(), "down": jc.top_k(4), "learning_rate": LR}),
-)
-NAMES = tuple(entry[0] for entry in METHODS_UNDER_TEST)
-_ENTRIES = {name: (factory, kwargs) for name, factory, kwargs in METHODS_UNDER_TEST}
 NOISE = 0.01  # stochastic gradients: nothing assumes full local gradients
-
-
-def _compressors(kwargs):
-    return [v for v in kwargs.values() if isinstance(v, jc.Compressor)]
-
-
-def _is_random(kwargs):
-    return any(not c.deterministic for c in _compressors(kwargs)) or "p" in kwargs
-
-
-def _needs_axis(kwargs):
-    return any(c.needs_axis for c in _compressors(kwargs))
-
-
-def _expected_sizes(name):
-    """(uplink sizes, downlink sizes) in bits, from the compressors' own bit counts."""
-    factory, kwargs = _ENTRIES[name]
-    full = D * 32
-    if factory is dgd:
-        return (full,), (full,)
-    if factory in (bidirectional, ef21_p):
-        return (kwargs["up"].bits(D),), (kwargs["down"].bits(D),)
-    up = (kwargs["compressor"].bits(D),) + ((full,) if factory is marina else ())
-    return up, (full,)
 
 
 def build(name, **overrides):
     """The method, and the optimizer of the common tests: chain(method, sgd) (or the primal
     EF21-P alone, which includes its step size)."""
-    factory, kwargs = _ENTRIES[name]
-    method = factory(**{**kwargs, **overrides})
-    if "learning_rate" in kwargs:
+    case = BY_NAME[name]
+    method = case.build(M, **overrides)
+    if case.primal:
         return method, method
     return method, optax.chain(method, optax.sgd(LR))
 
@@ -109,7 +67,6 @@ class _Separable:
         a64, b64 = a.astype(np.float64), b.astype(np.float64)
         self.x_star = b64.sum(0) / a64.sum(0)
         self.f_star = self.full_loss(self.x_star)
-        self._a, self._b = a64, b64
 
     def full_loss(self, x):
         a, b = (np.asarray(v, np.float64) for v in (self.data["a"], self.data["b"]))
@@ -130,14 +87,18 @@ def _stack(x):
     return jnp.broadcast_to(x, (M, *jnp.shape(x)))
 
 
+def _noisy_grad(x, data_m, key):
+    # Uniform noise: bits to float, no transcendental function whose vectorised and scalar
+    # implementations could round differently.
+    noise = NOISE * (jax.random.uniform(comm.worker_key(key), x.shape) - 0.5)
+    return _grad(x, data_m) + noise
+
+
 def _step(tx):
     """Per-worker training step with a noisy (stochastic) gradient; key shared (in_axes None)."""
 
     def step(x, state, data_m, key):
-        # Uniform noise: bits to float, no transcendental function whose vectorised and
-        # scalar implementations could round differently.
-        noise = NOISE * (jax.random.uniform(comm.worker_key(key), x.shape) - 0.5)
-        u, state = tx.update(_grad(x, data_m) + noise, state, x)
+        u, state = tx.update(_noisy_grad(x, data_m, key), state, x)
         return optax.apply_updates(x, u), state, u
 
     return step
@@ -154,8 +115,7 @@ def _compiled(name, backend):
 
 def _initial(name, **overrides):
     _, tx = build(name, **overrides)
-    x0 = _stack(_problem().init_params + 0.5)
-    return x0, comm.simulate(tx.init, M)(x0)
+    return comm.replicate(_problem().init_params + 0.5, M, tx.init)
 
 
 def _run(step, x, state, steps, first=0):
@@ -166,42 +126,94 @@ def _run(step, x, state, steps, first=0):
     return x, state, u
 
 
+def _close(bitwise):
+    return functools.partial(testing.assert_trees_close, bitwise=bitwise, rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
-# Common tests.
+# Backends.
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_vmap_equals_loop_and_shard_map(name):
-    """vmap == Python loop over workers == shard_map on 8 CPU devices.
+def test_vmap_equals_shard_map(name):
+    """vmap == shard_map on 8 CPU devices, one worker per device.
 
-    * vmap vs loop: bitwise, when XLA does not contract ``a*b + c`` into fused multiply-adds
-      (``--xla_cpu_max_isa=AVX``). With contraction the jitted program rounds some
-      multiply-adds once where the eager loop rounds twice: rtol 1e-5 after T = 3 steps.
-    * vmap vs shard_map: the same, except for the order of the sums over workers. Under
-      ``vmap`` a ``psum`` is a reduce over the stacked axis (XLA sums in a tree order);
-      XLA's CPU all-reduce across devices adds the workers one after the other. So methods
-      aggregating with ``pmean`` (mode="dense") agree to rounding (rtol 1e-5), and methods
-      with mode="gather" (each worker sums the gathered messages itself, in the same order
-      on both backends) agree bitwise.
+    The same up to the order of the sums over workers: under ``vmap`` a ``psum`` is a reduce
+    over the stacked axis (XLA sums in a tree order); XLA's CPU all-reduce across devices adds
+    the workers one after the other. So methods aggregating with ``pmean`` (mode="dense")
+    agree to rounding (rtol 1e-5 after T = 3 steps), and methods with mode="gather" (each
+    worker sums the gathered messages itself, in the same order on both backends) agree
+    bitwise when XLA does not contract multiply-adds (``--xla_cpu_max_isa=AVX``).
     """
-    factory, kwargs = _ENTRIES[name]
+    kwargs = BY_NAME[name].kwargs(M)
     no_fma = not testing.xla_contracts_fma()
     x0, s0 = _initial(name)
     ref = _run(_compiled(name, "vmap"), x0, s0, T)
-    sm = _run(_compiled(name, "shard_map"), x0, s0, T)
-    close = functools.partial(testing.assert_trees_close, rtol=1e-5, atol=1e-6)
-    gather = kwargs.get("mode") == "gather" and factory is not marina
-    close(ref, sm, bitwise=no_fma and gather, err_msg=f"{name}: vmap vs shard_map")
+    sm = jax.device_get(_run(_compiled(name, "shard_map"), x0, s0, T))
+    gather = kwargs.get("mode") == "gather" and BY_NAME[name].factory is not marina
+    _close(no_fma and gather)(ref, sm, err_msg=f"{name}: vmap vs shard_map")
     testing.assert_workers_agree(sm[2], err_msg=f"{name}: shard_map workers")
-    if not _needs_axis(kwargs):
-        _, tx = build(name)
-        lp = _run(testing.loop(_step(tx), M, in_axes=_IN_AXES), x0, s0, T)
-        close(ref, lp, bitwise=no_fma, err_msg=f"{name}: vmap vs loop")
+
+
+def _user_loop(tx, steps):
+    """What a user writes: a per-worker function with tx.init inside and lax.scan over
+    tx.update, under a plain jax.shard_map or jax.vmap."""
+
+    def per_worker(x, data_m, key):
+        state = tx.init(x)
+
+        def body(carry, t):
+            x, state = carry
+            g = _noisy_grad(x, data_m, jax.random.fold_in(key, t))
+            u, state = tx.update(g, state, x)
+            return (optax.apply_updates(x, u), state), u
+
+        (x, state), us = jax.lax.scan(body, (x, state), jnp.arange(steps))
+        return x, us
+
+    return per_worker
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_user_written_shard_map_and_scan(name):
+    """A user's own jax.shard_map (default check_vma) + lax.scan around tx.init/tx.update on
+    jax.make_mesh's default (Explicit) mesh of 8 devices equals the same code under vmap:
+    every method's state keeps its varying-axis types through a step."""
+    _, tx = build(name)
+    per_worker = _user_loop(tx, 4)
+    mesh = jax.make_mesh((M,), ("workers",))
+    x0 = _stack(_problem().init_params + 0.5)
+    key = jax.random.key(3)
+
+    def block_fn(xb, db, key):  # shard_map passes blocks of one worker: squeeze and restack
+        x, us = per_worker(xb[0], jax.tree_util.tree_map(lambda a: a[0], db), key)
+        return x[None], us[None]
+
+    sm = jax.jit(
+        jax.shard_map(
+            block_fn,
+            mesh=mesh,
+            in_specs=(P("workers"), P("workers"), P()),
+            out_specs=(P("workers"), P("workers")),
+        )
+    )
+    place = lambda a: jax.device_put(a, NamedSharding(mesh, P("workers")))  # noqa: E731
+    data = jax.tree_util.tree_map(place, _problem().data)
+    out_sm = jax.device_get(sm(place(x0), data, key))
+    out_vmap = jax.jit(jax.vmap(per_worker, in_axes=(0, 0, None), axis_name="workers"))(
+        x0, _problem().data, key
+    )
+    _close(False)(out_vmap, out_sm, err_msg=name)
+    testing.assert_workers_agree(out_sm[1], err_msg=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# A Python training loop: compilation, stability, determinism, ledgers.
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_training_loop_compiles_once_stable_deterministic(name):
-    _, kwargs = _ENTRIES[name]
+    case = BY_NAME[name]
     step = _compiled(name, "vmap")
     prob = _problem()
     x0, s0 = _initial(name)
@@ -226,16 +238,19 @@ def test_training_loop_compiles_once_stable_deterministic(name):
     # It trains: chain(method, sgd) with stochastic gradients in a Python loop.
     f0 = float(prob.full_loss(x0[0]))
     assert float(prob.full_loss(x[0])) < f0 - 0.5 * (f0 - prob.f_star), name
-    # Determinism per key; another key changes the draws of randomised methods.
+    # Determinism per key; another key changes the draws of randomised methods only.
     testing.assert_trees_equal(_run(step, x0, s0, 1), (x1, s1, u1), err_msg=name)
     # (3 steps: MARINA's first step is always a full synchronisation.)
-    _, s0_other = _initial(name, key=jax.random.key(123))
     u3 = _run(step, x0, s0, 3)[2]
-    u_other = _run(step, x0, s0_other, 3)[2]
-    assert (not np.array_equal(np.asarray(u_other), np.asarray(u3))) == _is_random(kwargs)
+    if case.factory is dgd:  # DGD takes no key
+        u_other = u3
+    else:
+        _, s0_other = _initial(name, key=jax.random.key(123))
+        u_other = _run(step, x0, s0_other, 3)[2]
+    assert (not np.array_equal(np.asarray(u_other), np.asarray(u3))) == case.randomised
     # Ledger: one round and one uplink message per step, with the compressors' exact sizes.
     led = comm.find_ledgers(s)[0]
-    up, down = _expected_sizes(name)
+    up, down = case.ledger_sizes(M, D)
     assert (led.up_sizes, led.down_sizes) == (up, down)
     assert led.num_rounds().tolist() == [40] * M
     assert np.asarray(led.up).sum(axis=-1).tolist() == [40] * M
@@ -250,13 +265,11 @@ def test_training_loop_compiles_once_stable_deterministic(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_chain_with_adam_python_loop(name):
     """Any optax optimizer after the method: chain(method, adam) with stochastic gradients."""
-    factory, kwargs = _ENTRIES[name]
-    if "learning_rate" in kwargs:  # the primal EF21-P is a complete optimizer: use its
-        kwargs = {**kwargs, "learning_rate": None}  # gradient-units form before adam
-    tx = optax.chain(factory(**kwargs), optax.adam(0.1))
+    case = BY_NAME[name]
+    overrides = {"learning_rate": None} if case.primal else {}
+    tx = optax.chain(case.build(M, **overrides), optax.adam(0.1))
     prob = _problem()
-    x = _stack(prob.init_params + 0.5)
-    state = comm.simulate(tx.init, M)(x)
+    x, state = comm.replicate(prob.init_params + 0.5, M, tx.init)
     step = jax.jit(comm.workers(_step(tx), M, in_axes=_IN_AXES))
     f0 = prob.full_loss(x[0])
     for t in range(25):
@@ -275,7 +288,7 @@ def test_abstract_init():
         state = jax.eval_shape(method.init, spec)
         leaves = jax.tree_util.tree_leaves(state)
         assert all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in leaves)
-        if name != "ef21_p_primal":
+        if not BY_NAME[name].primal:
             concrete = method.init(spec)  # directly on ShapeDtypeStructs, as optax allows
             assert jax.tree_util.tree_structure(concrete) == jax.tree_util.tree_structure(state)
 
@@ -284,8 +297,7 @@ def test_chain_with_sgd_python_loop_converges():
     """The README usage: optax.chain(diana(rand_k), sgd) in a Python loop, pytree params."""
     prob = _problem()
     tx = optax.chain(diana(jc.rand_k(4)), optax.sgd(0.5))
-    params = {"x": _stack(prob.init_params)}
-    state = comm.simulate(tx.init, M)(params)
+    params, state = comm.replicate({"x": prob.init_params}, M, tx.init)
 
     def step(params, state, data_m):
         grads = {"x": _grad(params["x"], data_m)}
@@ -303,52 +315,64 @@ def test_chain_with_sgd_python_loop_converges():
 
 
 # ---------------------------------------------------------------------------------------------
-# Keys, salts, hyperparameters, ledgers, errors.
+# The key path.
 
 
-def test_salt_and_extra_key():
+def test_key_path_salt_seed_and_reseed():
     c = jc.rand_k(2)
     g = jax.random.normal(jax.random.key(0), (M, D))
-    method = dcgd(c)
-    update = jax.jit(
-        comm.simulate(
-            lambda g, s, k: method.update(g, s, key=k)[0],
-            M,
-            in_axes=(0, 0, None),
-        )
+    upd = jax.jit(
+        comm.simulate(lambda g, s, m: m.update(g, s)[0], M, in_axes=(0, 0, None)), static_argnums=2
     )
-    plain = jax.jit(comm.simulate(lambda g, s: method.update(g, s)[0], M))
 
-    def init(**kw):
-        return comm.simulate(dcgd(c, **kw).init, M)(g)
+    def out(**kw):
+        method = dcgd(c, **kw)
+        return upd(g, comm.simulate(method.init, M)(g), method)
 
-    a = plain(g, init(salt=0))
-    # The salt is folded into the stored key: another salt, other draws.
-    assert not np.array_equal(a, plain(g, init(salt=1)))
-    assert not np.array_equal(a, plain(g, init(key=1)))
-    testing.assert_trees_equal(plain(g, init(key=jax.random.key(0))), a)  # int seed s = key(s)
-    plain(g, init(key=jax.random.PRNGKey(0)))  # raw uint32 keys work
+    a = out(salt=0)
+    assert not np.array_equal(a, out(salt=1))  # another salt, other draws
+    assert not np.array_equal(a, out(key=1))
+    testing.assert_trees_equal(out(key=jax.random.key(0)), a)  # int seed s = key(s)
+    testing.assert_trees_equal(out(key=jax.random.PRNGKey(0)), a)  # raw key = the typed key
+    # The step key is fold_in(fold_in(key, salt), count): replayed by hand.
+    k = jax.random.fold_in(jax.random.fold_in(jax.random.key(0), 0), 0)
+    expected = np.mean(
+        [
+            np.asarray(c.compress(jax.random.fold_in(jax.random.fold_in(k, 0), m), g[m]))
+            for m in range(M)
+        ],
+        axis=0,
+    )
+    np.testing.assert_allclose(a[0], expected, rtol=1e-6)
     # Two methods chained with the same key but different salts hold different keys.
     chained = comm.simulate(optax.chain(dcgd(c, salt=0), dcgd(c, salt=1)).init, M)(g)
     assert not np.array_equal(
         jax.random.key_data(chained[0].key), jax.random.key_data(chained[1].key)
     )
-    # A key= extra argument replaces the stored key (folded with the salt).
-    k = jax.random.key(9)
-    e1 = update(g, init(key=0), k)
-    testing.assert_trees_equal(update(g, init(key=5), k), e1)
-    assert not np.array_equal(e1, a)
+    # update() takes no key: the old key= extra argument is refused, not silently ignored.
+    method = dcgd(c)
+    state = comm.simulate(method.init, M)(g)
+    with pytest.raises(TypeError, match="update\\(\\) takes no key"):
+        comm.simulate(lambda g, s: method.update(g, s, key=jax.random.key(1)), M)(g, state)
+    # reseed folds one word of the key into every typed key of the state, nothing else.
+    re1 = reseed(state, 1)
+    assert not np.array_equal(jax.random.key_data(re1.key), jax.random.key_data(state.key))
+    testing.assert_trees_equal(re1.ledger, state.ledger)
+    testing.assert_trees_equal(reseed(state, jax.random.key(1)), re1)
+    assert not np.array_equal(upd(g, re1, method), upd(g, state, method))
+    # DGD draws nothing and stores no key.
+    assert "key" not in dgd().init(jnp.zeros(3))._fields
 
 
 def test_hyperparameter_sweep_is_a_vmap():
-    """alpha (DIANA) and p (MARINA) may be traced arrays: a sweep is a vmap over them."""
+    """shift_step (DIANA) and p (MARINA) may be traced arrays: a sweep is a vmap over them."""
     prob = _problem()
     x0 = _stack(prob.init_params)
     c = jc.top_k(4)
 
-    def run(alpha, p):
+    def run(shift, p):
         out = []
-        for method in (diana(c, alpha), marina(c, p)):
+        for method in (diana(c, shift), marina(c, p)):
             tx = optax.chain(method, optax.sgd(LR))
 
             def per_worker(x, data_m, tx=tx):
@@ -361,23 +385,43 @@ def test_hyperparameter_sweep_is_a_vmap():
             out.append(comm.simulate(per_worker, M)(x0, prob.data))
         return out
 
-    alphas = jnp.array([0.1, 0.9])
+    shifts = jnp.array([0.1, 0.9])
     ps = jnp.array([0.05, 1.0])
-    swept = jax.jit(jax.vmap(run))(alphas, ps)
+    swept = jax.jit(jax.vmap(run))(shifts, ps)
     single = jax.jit(run)
     for i in range(2):
         testing.assert_trees_close(
             jax.tree_util.tree_map(lambda a, i=i: a[i], swept),
-            single(alphas[i], ps[i]),
+            single(shifts[i], ps[i]),
             bitwise=False,
             rtol=1e-6,
             atol=1e-7,
         )
-    # alpha matters for DIANA; p = 1 synchronises every step, p = 0.05 rarely.
+    # shift_step matters for DIANA; p = 1 synchronises every step, p = 0.05 rarely.
     assert not np.allclose(swept[0][0][0], swept[0][0][1])
     marina_up = np.asarray(swept[1][1])  # (sweep, workers, kinds = (compressed, full))
     assert marina_up[1, 0].tolist() == [0, 3]
     assert marina_up[0, 0, 1] < 3
+
+
+def test_inject_hyperparams_changes_a_hyperparameter_mid_run():
+    """optax.inject_hyperparams traces every numeric argument (key, salt, shift_step): the
+    recipe of the docs works and a changed shift_step takes effect."""
+    prob = _problem()
+    opt = optax.inject_hyperparams(diana)(jc.rand_k(4), shift_step=0.5)
+    x, state = comm.replicate(prob.init_params, M, opt.init)
+    step = jax.jit(comm.simulate(lambda x, s, d: opt.update(_grad(x, d), s, x), M))
+    u_a, s_a = step(x, state, prob.data)
+    state.hyperparams["shift_step"] = jnp.full((M,), 0.25)
+    u_b, s_b = step(x, state, prob.data)
+    testing.assert_trees_equal(u_a, u_b)  # same draws, same estimate at the first step...
+    np.testing.assert_allclose(s_b.inner_state.h_m, 0.5 * s_a.inner_state.h_m, rtol=1e-6)
+    plain = diana(jc.rand_k(4), 0.5)
+    ps = comm.simulate(plain.init, M)(x)
+    u_p, _ = jax.jit(comm.simulate(lambda x, s, d: plain.update(_grad(x, d), s, x), M))(
+        x, ps, prob.data
+    )
+    testing.assert_trees_equal(u_p, u_a)  # ... and the injected method is the plain one
 
 
 def test_marina_cond_is_real_under_vmap():
@@ -388,28 +432,94 @@ def test_marina_cond_is_real_under_vmap():
     assert "cond[" in jaxpr
 
 
+# ---------------------------------------------------------------------------------------------
+# Wrappers whose decision is uniform over the worker axis.
+
+
+@pytest.mark.parametrize("backend", ["vmap", "shard_map"])
+def test_apply_if_finite_skips_on_every_worker(backend):
+    """A NaN gradient on one worker of 8: every worker skips (no collective is entered by
+    some workers only, which would abort a mesh), and the next finite step applies."""
+    opt = apply_if_finite(optax.chain(diana(jc.rand_k(4)), optax.sgd(0.1)), 2)
+    x, state = comm.replicate(jnp.zeros(D), M, opt.init)
+    step = jax.jit(comm.workers(lambda g, s, x: opt.update(g, s, x), M, backend=backend))
+    g = jnp.ones((M, D)).at[5, 3].set(jnp.nan)
+    u, s1 = jax.device_get(step(g, state, x))
+    np.testing.assert_array_equal(u, np.zeros((M, D)))
+    assert s1.total_notfinite.tolist() == [1] * M
+    assert s1.inner_state[0].ledger.num_rounds().tolist() == [0] * M  # nothing was sent
+    u2, s2 = jax.device_get(step(jnp.ones((M, D)), s1, x))
+    testing.assert_workers_agree(u2)
+    assert np.all(u2 != 0) or np.any(u2 != 0)
+    assert s2.inner_state[0].ledger.num_rounds().tolist() == [1] * M
+    assert s2.notfinite_count.tolist() == [0] * M
+    # After max_consecutive_errors skips in a row the update is applied anyway.
+    s = s1
+    for _ in range(2):
+        _, s = step(g, s, x)
+    assert np.asarray(s.inner_state[0].ledger.num_rounds()).tolist() == [1] * M
+
+
+def test_accumulate_communicates_once_per_k_micro_steps():
+    """accumulate(inner, 4): the compressor and the all-reduce run once per 4 micro-steps and
+    the ledger counts exactly that; the emitted update is inner's on the mean gradient."""
+    k = 4
+    inner = optax.chain(dcgd(jc.rand_k(3)), optax.sgd(0.1))
+    opt = accumulate(inner, k)
+    x, state = comm.replicate(jnp.zeros(D), M, opt.init)
+    step = jax.jit(comm.simulate(lambda g, s, x: opt.update(g, s, x), M))
+    grads = [jax.random.normal(jax.random.key(i), (M, D)) for i in range(2 * k)]
+    outs = []
+    for g in grads:
+        u, state = step(g, state, x)
+        outs.append(u)
+    led = state.inner_state[0].ledger
+    assert led.num_rounds().tolist() == [2] * M
+    assert led.bits_up().tolist() == [2 * jc.rand_k(3).bits(D)] * M
+    for i, u in enumerate(outs):
+        if i % k != k - 1:
+            np.testing.assert_array_equal(u, np.zeros((M, D)))
+    # The first emitted update equals inner's update on the mean of the first k gradients.
+    _, ref_state = comm.replicate(jnp.zeros(D), M, inner.init)
+    mean = sum(grads[:k]) / k
+    ref_u, _ = jax.jit(comm.simulate(lambda g, s, x: inner.update(g, s, x), M))(mean, ref_state, x)
+    np.testing.assert_allclose(outs[k - 1], ref_u, rtol=1e-6, atol=1e-7)
+    jaxpr = str(
+        jax.make_jaxpr(comm.simulate(lambda g, s, x: opt.update(g, s, x), M))(grads[0], state, x)
+    )
+    assert "cond[" in jaxpr  # a real branch: the compressor runs only when emitting
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors.
+
+
 def test_errors():
     top = jc.top_k(2)
-    with pytest.raises(ValueError, match="not unbiased.*alpha"):
+    with pytest.raises(ValueError, match="not unbiased.*shift_step"):
         diana(top)
-    with pytest.raises(ValueError, match="not unbiased.*alpha"):
+    with pytest.raises(ValueError, match="not unbiased.*shift_step"):
         ef21_p(top, top)
-    diana(top, alpha=0.5)  # explicit alpha is fine
-    with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\]"):
-        diana(jc.rand_k(2), alpha=1.5)
+    diana(top, shift_step=0.5)  # explicit shift_step is fine
+    with pytest.raises(ValueError, match=r"shift_step must be in \(0, 1\]"):
+        diana(jc.rand_k(2), shift_step=1.5)
     for p in (0.0, 1.5, -1.0):
         with pytest.raises(ValueError, match=r"p must be in \(0, 1\]"):
             marina(jc.rand_k(2), p)
+    with pytest.raises(TypeError, match="p must be a number"):
+        marina(jc.rand_k(2), "0.5")
     with pytest.raises(TypeError, match="Compressor"):
         dcgd("top_k")
     with pytest.raises(ValueError, match="mode must be"):
         ef14(top, mode="allreduce")
     with pytest.raises(ValueError, match="reads the worker axis"):
-        bidirectional(jc.rand_k(2), jc.perm_k())
+        dcgd(jc.rand_k(2), down=jc.perm_k())
     with pytest.raises(TypeError, match="salt must be a Python int"):
-        dgd(salt=0.5)
-    with pytest.raises(TypeError, match="an int seed, a typed key"):
+        diana(jc.rand_k(2), salt=0.5)
+    with pytest.raises(TypeError, match="key must be an int seed, a typed key"):
         dcgd(top, key="seed").init(jnp.zeros(3))
+    with pytest.raises(TypeError, match="dtype float32"):
+        dcgd(top, key=jnp.zeros(2)).init(jnp.zeros(3))
     primal = ef21_p(jc.rand_k(2), top, learning_rate=0.1)
     g = jnp.ones((M, D))
     state = comm.simulate(primal.init, M)(g)
@@ -417,101 +527,46 @@ def test_errors():
         comm.simulate(lambda g, s: primal.update(g, s), M)(g, state)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_mismatched_gradients_are_refused(name):
+    """Gradients with another pytree structure, another shape, or an integer dtype than the
+    parameters the state was built for: a clear error at trace time, never a silent result."""
+    method, _ = build(name)
+    params = {"w": jnp.zeros((M, 4)), "b": jnp.zeros((M, 3))}
+    state = comm.simulate(method.init, M)(params)
+    update = comm.simulate(lambda g, s, p: method.update(g, s, p), M)
+    with pytest.raises(ValueError, match="does not match"):
+        update({"w": jnp.zeros((M, 4))}, state, params)
+    with pytest.raises(ValueError, match="shape"):
+        update({"w": jnp.zeros((M, 5)), "b": jnp.zeros((M, 3))}, state, params)
+    ints = {"w": jnp.zeros((M, 4), jnp.int32), "b": jnp.zeros((M, 3), jnp.int32)}
+    with pytest.raises(TypeError, match="floating-point"):
+        update(ints, state, params)
+
+
 # ---------------------------------------------------------------------------------------------
 # NumPy references (float64): a real per-worker loop written from the papers' updates.
 
 REF_T = 20
-REF_GAMMA = 0.3
 REF_M = 4
 REF_D = 10
 
 
-def _replay(c, seed=0, salt=0):
-    """Reproduces jaxdist's key schedule for the reference (see jaxdist.methods._base)."""
-    stored = jax.random.fold_in(jax.random.key(seed), salt)
-    compress = jax.jit(c.compress)
-
-    def f(v, m, t, link):
-        k = jax.random.fold_in(jax.random.fold_in(stored, t), UPLINK if link == "up" else DOWNLINK)
-        if link == "up" and not c.shared_key:
-            k = jax.random.fold_in(k, m)
-        return np.asarray(compress(k, jnp.asarray(v, jnp.float64)), dtype=np.float64)
-
-    return f
-
-
-def _coins(p, seed=0, salt=0):
-    stored = jax.random.fold_in(jax.random.key(seed), salt)
-    return lambda t: bool(
-        jax.random.bernoulli(
-            jax.random.fold_in(jax.random.fold_in(stored, t), COIN), jnp.float32(p)
-        )
-    )
-
-
-def _np_top(k):
-    return lambda v, m, t, link: reference.top_k(v, k)
-
-
-def _ref_cases():
-    top, rk = jc.top_k(3), jc.rand_k(3)
-    g = REF_GAMMA
-    return {
-        "gd": (dgd(), g, lambda G, x0: reference.gd(G, x0, g, REF_T)),
-        "dcgd_top_k": (dcgd(top), g, lambda G, x0: reference.dcgd(G, x0, g, REF_T, _np_top(3))),
-        "bidirectional_top_k": (
-            bidirectional(top, jc.top_k(5)),
-            g,
-            lambda G, x0: reference.dcgd(G, x0, g, REF_T, _np_top(3), down=_np_top(5)),
-        ),
-        "diana_top_k": (
-            diana(top, 0.5),
-            g,
-            lambda G, x0: reference.diana(G, x0, g, REF_T, _np_top(3), 0.5),
-        ),
-        "diana_down_top_k": (
-            diana(top, 0.5, down=jc.top_k(6)),
-            g,
-            lambda G, x0: reference.diana(G, x0, g, REF_T, _np_top(3), 0.5, down=_np_top(6)),
-        ),
-        "diana_rand_k": (  # default alpha = 1/(omega + 1) = K/d; keys replayed
-            diana(rk),
-            0.1,
-            lambda G, x0: reference.diana(G, x0, 0.1, REF_T, _replay(rk), 3 / REF_D),
-        ),
-        "ef14_top_k": (ef14(top), g, lambda G, x0: reference.ef14(G, x0, g, REF_T, _np_top(3))),
-        "ef21_top_k": (ef21(top), g, lambda G, x0: reference.ef21(G, x0, g, REF_T, _np_top(3))),
-        "marina_rand_k": (  # coins and keys replayed
-            marina(rk, 0.3, salt=2),
-            0.1,
-            lambda G, x0: reference.marina(
-                G, x0, 0.1, REF_T, _replay(rk, salt=2), _coins(0.3, salt=2)
-            ),
-        ),
-        "ef21_p_top_k": (
-            ef21_p(top, jc.top_k(4), alpha=0.5),
-            g,
-            lambda G, x0: reference.ef21_p(G, x0, g, REF_T, _np_top(3), _np_top(4), 0.5),
-        ),
-        "ef21_p_primal_top_k": (
-            ef21_p(top, jc.top_k(4), alpha=0.5, learning_rate=g),
-            None,
-            lambda G, x0: reference.ef21_p(G, x0, g, REF_T, _np_top(3), _np_top(4), 0.5),
-        ),
-    }
-
-
-@pytest.mark.parametrize("case", sorted(_ref_cases()))
-def test_matches_numpy_reference(case, x64):
-    """chain(method, sgd(γ)) in float64 equals the papers' update rules to 1e-12 relative."""
-    method, gamma, ref = _ref_cases()[case]
+@pytest.mark.parametrize("name", NAMES)
+def test_matches_numpy_reference(name, x64):
+    """chain(method, sgd(γ)) in float64 equals the papers' update rules to 1e-12 relative,
+    with random draws replayed from jaxdist's key path (methods_registry.Replay)."""
+    case = BY_NAME[name]
+    kw = case.kwargs(REF_M)
+    gamma = kw.get("learning_rate") or (0.1 if case.randomised else 0.3)
+    method = case.build(REF_M)
     prob = problems.quadratic(
         REF_M, REF_D, L=1.0, mu=0.2, heterogeneity=1.0, key=3, dtype=jnp.float64
     )
     A = np.asarray(prob.data["A"])
     b = np.asarray(prob.data["b"])
     x0 = np.asarray(prob.x_star) + np.linspace(-1.0, 1.0, REF_D)
-    tx = method if gamma is None else optax.chain(method, optax.sgd(gamma))
+    tx = method if case.primal else optax.chain(method, optax.sgd(gamma))
 
     def per_worker(x, data_m):
         def step(carry, _):
@@ -526,7 +581,9 @@ def test_matches_numpy_reference(case, x64):
     xs = jax.jit(comm.simulate(per_worker, REF_M, in_axes=(None, 0)))(jnp.asarray(x0), prob.data)
     assert xs.dtype == jnp.float64
     testing.assert_workers_agree(xs)
-    expected = ref(reference.quadratic_grads(A, b), x0)
+    replay = Replay(salt=kw.get("salt", 0))
+    G = reference.quadratic_grads(A, b)
+    expected = case.reference(kw, G, x0, gamma, REF_T, replay, REF_M)
     scale = np.max(np.abs(expected))
     np.testing.assert_allclose(np.asarray(xs[0]), expected, rtol=0, atol=1e-12 * scale)
     # Not a trivial trajectory: it moved.

@@ -190,7 +190,15 @@ def worker_gather(x: PyTree, axis_name: AxisName = "workers") -> PyTree:
     Returns:
       A pytree whose leaves have a leading axis ``m = 0..M-1``.
     """
-    return _call(axis_name, lambda: lax.all_gather(x, axis_name))
+    def gather(v):
+        # Under shard_map's varying-axis checks the stacked result is the same on every worker:
+        # type it invariant ("invarying"), as a psum is, so that it can update replicated state.
+        manual = getattr(jax.typeof(v), "manual_axis_type", None)
+        if manual is not None and axis_name in manual.varying:
+            return lax.all_gather(v, axis_name, to="invarying")
+        return lax.all_gather(v, axis_name)
+
+    return _call(axis_name, lambda: jax.tree_util.tree_map(gather, x))
 
 
 def uniform_cond(

@@ -92,7 +92,10 @@ def reseed(state: PyTree, key: Any) -> PyTree:
         if is_key(x) or (isinstance(x, jax.core.Tracer) and jax.dtypes.issubdtype(
             x.dtype, jax.dtypes.prng_key
         )):
-            return jax.random.fold_in(x, word)
+            if x.shape == ():
+                return jax.random.fold_in(x, word)
+            flat = jax.vmap(lambda k: jax.random.fold_in(k, word))(x.reshape(-1))
+            return flat.reshape(x.shape)  # a stacked state (one key per worker)
         return x
 
     return jax.tree_util.tree_map(fold, state)
@@ -137,6 +140,18 @@ def worker_zeros(params: PyTree, axis_name: AxisName) -> PyTree:
     the state has the same type before and after a step and fits a ``lax.scan`` carry.
     """
     return varying(tree_zeros(params), axis_name)
+
+
+def check_extra(extra: dict[str, Any]) -> None:
+    """Refuses the old ``key=`` extra argument of ``update``: randomness comes from the key in
+    the state only (the key path above). Other extra arguments (for other transformations of
+    an ``optax.chain``) are ignored."""
+    if "key" in extra:
+        raise TypeError(
+            "jaxdist methods draw from the key stored in their state (key= and salt= at "
+            "construction); update() takes no key. To re-seed a state use "
+            "jaxdist.methods.reseed(state, key)."
+        )
 
 
 def check_grads(name: str, grads: PyTree, like: PyTree, what: str = "params") -> None:

@@ -16,6 +16,7 @@ from jaxdist.methods._base import (
     UPLINK,
     check_compressor,
     check_downlink,
+    check_extra,
     check_grads,
     check_mode,
     check_salt,
@@ -96,7 +97,7 @@ def dgd(*, axis_name: AxisName = "workers") -> optax.GradientTransformationExtra
         return DGDState(zero_count(), make_ledger(params, None, None))
 
     def update_fn(updates, state, params=None, **extra):
-        del extra
+        check_extra(extra)
         check_grads("dgd", updates, params if params is not None else updates)
         g = worker_mean(updates, axis_name)
         ledger = one_step_counts(state.ledger, full=1)
@@ -177,7 +178,7 @@ def dcgd(
         return DCGDState(init_key(key, salt), zero_count(), make_ledger(params, compressor, down))
 
     def update_fn(updates, state, params=None, **extra):
-        del extra
+        check_extra(extra)
         check_grads("dcgd", updates, params if params is not None else updates)
         k = step_key(state.key, state.count)
         g = compressed_mean(

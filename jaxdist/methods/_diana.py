@@ -17,6 +17,7 @@ from jaxdist.methods._base import (
     PyTree,
     check_compressor,
     check_downlink,
+    check_extra,
     check_grads,
     check_mode,
     check_salt,
@@ -195,7 +196,8 @@ def diana(
         )
 
     def update_fn(updates, state, params=None, **extra):
-        del params, extra
+        del params
+        check_extra(extra)
         check_grads("diana", updates, state.h_m, "shifts h_m")
         a = default_shift_step(compressor, updates) if shift_step is None else shift_step
         k = step_key(state.key, state.count)

@@ -18,6 +18,7 @@ from jaxdist.methods._base import (
     PyTree,
     check_compressor,
     check_downlink,
+    check_extra,
     check_grads,
     check_mode,
     check_salt,
@@ -161,7 +162,8 @@ def ef14(
         )
 
     def update_fn(updates, state, params=None, **extra):
-        del params, extra
+        del params
+        check_extra(extra)
         check_grads("ef14", updates, state.e_m, "errors e_m")
         k = step_key(state.key, state.count)
         p = tree_add(updates, state.e_m)
@@ -238,7 +240,8 @@ def ef21(
         )
 
     def update_fn(updates, state, params=None, **extra):
-        del params, extra
+        del params
+        check_extra(extra)
         check_grads("ef21", updates, state.g_m, "estimates g_m")
         k = step_key(state.key, state.count)
         mean_c, c = compressed_mean(
@@ -352,7 +355,7 @@ def ef21_p(
                 "ef21_p(learning_rate=...) needs params (the workers' model w^t): call "
                 "update(grads, state, params)"
             )
-        del extra
+        check_extra(extra)
         check_grads("ef21_p", updates, state.h_m, "shifts h_m")
         if primal:
             check_grads("ef21_p", params, state.h_m, "shifts h_m")

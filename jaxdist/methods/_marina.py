@@ -18,6 +18,7 @@ from jaxdist.methods._base import (
     UPLINK,
     PyTree,
     check_compressor,
+    check_extra,
     check_grads,
     check_mode,
     check_salt,
@@ -125,7 +126,8 @@ def marina(
         )
 
     def update_fn(updates, state, params=None, **extra):
-        del params, extra
+        del params
+        check_extra(extra)
         check_grads("marina", updates, state.prev_grad, "previous gradients")
         k = step_key(state.key, state.count)
         coin = bernoulli_coin(purpose_key(k, COIN), p)
