@@ -120,7 +120,7 @@ def load_mushrooms() -> tuple[np.ndarray, np.ndarray]:
 def worker_parts(n: int, M: int, seed: int = SEED) -> list[np.ndarray]:
     """Sample indices of every worker (see the module docstring for M > n)."""
     if M <= n:
-        return split_iid(n, M, seed)
+        return split_iid(n, M, key=seed)
     if M > 2 * n:
         raise ValueError(f"M={M} > 2n={2 * n}: each sample would be held more than twice")
     rng = np.random.default_rng(seed)
@@ -186,7 +186,7 @@ def hyper(problem: Problem, k: int) -> dict[str, float]:
         "dgd": float(theory.gd_stepsize(problem.L)),
         "dcgd_rand_k": float(theory.dcgd_stepsize(problem.L, problem.L_max, omega, M)),
         "diana_rand_k": float(theory.diana_stepsize(problem.L, problem.L_max, omega, M)),
-        "alpha": float(theory.diana_alpha(omega)),
+        "alpha": float(theory.diana_shift_step(omega)),
     }
 
 

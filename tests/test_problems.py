@@ -128,10 +128,34 @@ def test_quadratic_is_deterministic_in_the_key():
     b = P.quadratic(3, 4, delta=0.05, key=7)
     c = P.quadratic(3, 4, delta=0.05, key=8)
     k = P.quadratic(3, 4, delta=0.05, key=jax.random.key(7))
-    k2 = P.quadratic(3, 4, delta=0.05, key=jax.random.key(7))
-    np.testing.assert_array_equal(np.asarray(a.data["A"]), np.asarray(b.data["A"]))
-    np.testing.assert_array_equal(np.asarray(k.data["b"]), np.asarray(k2.data["b"]))
+    r = P.quadratic(3, 4, delta=0.05, key=jax.random.PRNGKey(7))
+    for other in (b, k, r):  # an int seed, its typed key and its raw key: the same problem
+        for leaf in ("A", "b"):
+            np.testing.assert_array_equal(np.asarray(a.data[leaf]), np.asarray(other.data[leaf]))
     assert not np.array_equal(np.asarray(a.data["A"]), np.asarray(c.data["A"]))
+    with pytest.raises(TypeError):
+        P.quadratic(3, 4, 1.0, 0.1)  # everything after dim is keyword-only
+    with pytest.raises(ValueError, match="non-negative int seed"):
+        P.quadratic(3, 4, key=-1)
+    with pytest.raises(TypeError, match="key must be"):
+        P.quadratic(3, 4, key="seven")
+
+
+def test_logistic_key_int_typed_and_raw_agree():
+    kw = dict(split="iid", max_samples=120)
+    a = P.logistic_regression("mushrooms", 3, key=4, **kw)
+    b = P.logistic_regression("mushrooms", 3, key=jax.random.key(4), **kw)
+    c = P.logistic_regression("mushrooms", 3, key=jax.random.PRNGKey(4), **kw)
+    d = P.logistic_regression("mushrooms", 3, key=5, **kw)
+    for other in (b, c):
+        np.testing.assert_array_equal(np.asarray(a.data["X"]), np.asarray(other.data["X"]))
+    assert not np.array_equal(np.asarray(a.data["X"]), np.asarray(d.data["X"]))
+    # without max_samples the iid split is exactly split_iid with the same key
+    e = P.logistic_regression("phishing", 4, key=9)
+    parts = P.split_iid(11055, 4, key=jax.random.key(9))
+    assert all(np.array_equal(u, v) for u, v in zip(e.info["split_indices"], parts, strict=True))
+    with pytest.raises(TypeError):
+        P.logistic_regression("mushrooms", 3, seed=4)
 
 
 def test_quadratic_delta_too_large_for_psd_workers(x64):
@@ -156,6 +180,7 @@ def test_quadratic_delta_too_large_for_psd_workers(x64):
         (dict(num_workers=2, dim=1, L=2.0, mu=1.0), "dim=1"),
         (dict(num_workers=0, dim=3), "num_workers must be"),
         (dict(num_workers=2, dim=0), "dim must be"),
+        (dict(num_workers=2, dim=3, L=float("inf")), "L must be finite"),
         (dict(num_workers=2, dim=3, delta=-1.0), "delta must be >= 0"),
         (dict(num_workers=2, dim=3, heterogeneity=-1.0), "heterogeneity must be >= 0"),
         (dict(num_workers=2, dim=3, spectrum="cubic"), "spectrum"),
@@ -358,12 +383,12 @@ def test_logistic_unequal_sizes_weights_workers_equally(x64):
         assert p.L_m[m] == pytest.approx(np.linalg.eigvalsh(Am.T @ Am)[-1] / (4 * n) + 0.01)
 
 
-def test_logistic_sampler_draws_real_samples_and_is_unbiased(x64):
+def test_logistic_sampler_draws_real_samples_without_replacement(x64):
     p = P.logistic_regression(
         "mushrooms", 2, split="sizes", sizes=[10, 290], max_samples=300, dtype=jnp.float64
     )
     x = jnp.asarray(np.random.default_rng(0).standard_normal(p.dim) * 0.2)
-    N = 4000
+    N, b = 4000, 4
 
     @jax.jit  # one compilation for everything below
     def draws(x, key, raw_key, data):
@@ -371,33 +396,45 @@ def test_logistic_sampler_draws_real_samples_and_is_unbiased(x64):
         grad = jax.grad(lambda xx, k: p.stochastic_loss(xx, data0, k, 1))
         keys = jax.random.split(key, N)
         return (
-            p.sample(key, data0, 4000),
+            jax.vmap(lambda k: p.sample(k, data0, b)["X"])(keys),
+            p.sample(key, data0, 10),
             jax.vmap(grad, in_axes=(None, 0))(x, keys),
             jax.grad(p.loss)(x, data0),
             p.stochastic_worker_grads(x, key, 5),
             p.sample(raw_key, data0, 3),  # raw uint32 keys work too
         )
 
-    batch, G, true, sg, raw = draws(x, jax.random.key(1), jax.random.PRNGKey(0), p.data)
+    Xb, full, G, true, sg, raw = draws(x, jax.random.key(1), jax.random.PRNGKey(0), p.data)
     G, true = np.asarray(G), np.asarray(true)
     X_real = np.asarray(p.data["X"])[0, :10]
-    Xb = np.asarray(batch["X"])
-    # every drawn row is one of the 10 real rows (never padding), each drawn about 400 times
-    match = np.all(Xb[:, None, :] == X_real[None, :, :], axis=2)
-    assert np.all(match.sum(axis=1) >= 1)
-    assert np.all(Xb[:, -1] == 1.0)
-    counts = np.bincount(np.argmax(match, axis=1), minlength=10)
-    assert np.all(counts > 0)
-    np.testing.assert_allclose(np.asarray(batch["weight"]).sum(), 1.0)
+    # which real row every drawn row is (-1: not a real row, e.g. padding)
+    match = np.all(np.asarray(Xb)[:, :, None, :] == X_real[None, None], axis=3)  # (N, b, 10)
+    assert np.all(match.sum(axis=2) >= 1)  # never padding
+    # real rows may coincide (duplicate samples in the data); use the first matching row
+    rows = np.argmax(match, axis=2)
+    distinct = np.array([len({tuple(X_real[r]) for r in rs}) for rs in rows])
+    n_unique = len({tuple(r) for r in X_real})
+    assert np.all(distinct == min(b, n_unique))  # no sample twice in a batch
+    # a batch of all 10 samples holds each real row once, with weights 1/10
+    np.testing.assert_array_equal(np.sort(np.asarray(full["X"]), axis=0), np.sort(X_real, axis=0))
+    np.testing.assert_allclose(np.asarray(full["weight"]), 0.1)
+    assert int(full["count"]) == 10
     # Monte Carlo: minibatch gradients (batch 1) average to the worker gradient
     se = G.std(axis=0, ddof=1) / np.sqrt(N)
     assert np.all(np.abs(G.mean(0) - true) <= 6 * se + 1e-12)
     assert sg.shape == (2, p.dim) and raw["X"].shape == (3, p.dim)
     with pytest.raises(ValueError, match="batch_size"):
         p.sample(jax.random.key(0), None, 0)
+    # a batch larger than the smallest worker is refused, also inside jit (traced counts)
+    with pytest.raises(ValueError, match="exceeds the 10 samples of the smallest worker"):
+        p.stochastic_worker_grads(x, jax.random.key(0), 11)
+    with pytest.raises(ValueError, match="exceeds the 10 samples"):
+        jax.jit(lambda d: p.sample_fn(jax.random.key(0), d, 11))(p.worker_data(1))
 
 
-@pytest.mark.parametrize("split,kw", [("iid", {}), ("by_label", {}), ("dirichlet", {"alpha": 0.5})])
+@pytest.mark.parametrize(
+    "split,kw", [("iid", {}), ("by_label", {}), ("dirichlet", {"concentration": 0.5})]
+)
 def test_logistic_splits(split, kw):
     p = P.logistic_regression("phishing", 4, split=split, max_samples=400, **kw)
     parts = p.info["split_indices"]
@@ -422,7 +459,9 @@ def test_logistic_custom_split_and_arrays():
 @pytest.mark.parametrize(
     "kwargs,err,match",
     [
-        (dict(split="dirichlet"), ValueError, "alpha"),
+        (dict(split="dirichlet"), ValueError, "needs concentration="),
+        (dict(split="dirichlet", alpha=0.5), TypeError, "alpha"),
+        (dict(bias=1), TypeError, "bias must be True or False"),
         (dict(split="sizes"), ValueError, "sizes"),
         (dict(split="sizes", sizes=[100, 100]), ValueError, "len\\(sizes\\)"),
         (dict(split="round_robin"), ValueError, "split must be"),
@@ -445,3 +484,54 @@ def test_labels_to_pm1():
     np.testing.assert_array_equal(y, [1, 1])
     with pytest.raises(ValueError, match="binary"):
         P.labels_to_pm1([0, 1, 2])
+
+
+# ---------------------------------------------------------------------------------------------
+# The constants of logistic regression without one eigendecomposition per worker.
+
+
+@pytest.mark.parametrize("M,n,d", [(2, 3, 5), (5, 10, 4), (30, 2, 8), (7, 1, 6), (4, 6, 6)])
+def test_gram_and_pruned_deviation_equal_brute_force(M, n, d):
+    from jaxdist.problems import _logistic
+
+    rng = np.random.default_rng(M * 100 + n)
+    for trial in range(10):
+        B = rng.standard_normal((M, n, d)) * rng.random((M, 1, 1)) ** 3
+        if trial % 3 == 0:
+            B[0] = 0.0  # a worker without curvature
+        if trial == 1:  # ||H_0 − H̄|| = λ_max(H̄) is the maximum: the bound's second branch
+            B[0] = 0.0
+            B[1:] = B[1]
+        H = np.swapaxes(B, 1, 2) @ B
+        ev = np.linalg.eigvalsh(H)
+        np.testing.assert_allclose(
+            _logistic._largest_eig_of_gram(B), ev[:, -1], rtol=1e-12, atol=1e-14
+        )
+        lam, v = _logistic._top_eigenpairs(B)
+        np.testing.assert_allclose(np.einsum("mi,mij,mj->m", v, H, v), lam, rtol=1e-10, atol=1e-12)
+        ref = np.max(np.abs(np.linalg.eigvalsh(H - H.mean(axis=0))))
+        assert _logistic._max_deviation_norm(B) == pytest.approx(ref, rel=1e-12, abs=1e-14)
+
+
+@pytest.mark.parametrize("M,max_samples", [(3, 200), (6, 600), (50, 2000)])
+def test_logistic_constants_equal_the_per_worker_eigendecompositions(x64, M, max_samples):
+    p = P.logistic_regression("mushrooms", M, max_samples=max_samples, dtype=jnp.float64, l2=0.01)
+    d = _np_data(p)
+    X, counts = d["X"], d["count"]
+    G = np.swapaxes(X, 1, 2) @ X / (4 * counts[:, None, None])
+    G_bar = G.mean(0)
+    lam = np.linalg.eigvalsh(G)[:, -1]
+    np.testing.assert_allclose(p.L_m, lam + 0.01, rtol=1e-12)
+    assert p.L == pytest.approx(np.linalg.eigvalsh(G_bar)[-1] + 0.01, rel=1e-12)
+    own = (1 - 1 / M) * lam
+    rest = np.linalg.eigvalsh(G_bar - G / M)[:, -1]
+    assert p.delta == pytest.approx(max(own.max(), rest.max()), rel=1e-12)
+    assert rest.max() <= own.max() * (1 + 1e-12)  # why delta needs only the λ_max(G_m)
+    assert p.delta == pytest.approx((1 - 1 / M) * (p.L_max - 0.01), rel=1e-12)
+    # delta at x*: brute force over all workers
+    z = d["y"] * (X @ p.x_star)
+    s = 0.5 * (1 + np.tanh(-0.5 * z))
+    B = X * np.sqrt(d["weight"] * s * (1 - s))[..., None]
+    H = np.swapaxes(B, 1, 2) @ B
+    ref = np.max(np.abs(np.linalg.eigvalsh(H - H.mean(0))))
+    assert p.info["delta_at_x_star"] == pytest.approx(ref, rel=1e-10)

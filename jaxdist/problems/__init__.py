@@ -1,10 +1,34 @@
 """Problems, data and splits: losses with a leading ``workers`` axis and exact constants.
 
 A :class:`Problem` holds per-worker data (leading axis M), a per-worker ``loss(params, data_m)``,
-x^0, and the constants the theory needs (L, L_m, mu, x*, f*, δ, σ*²). Generators:
-:func:`quadratic` (prescribed spectrum, similarity and heterogeneity), :func:`quadratic_problem`
-(given matrices), :func:`top1_counterexample` (THEORY.md §3) and :func:`logistic_regression`
-(LIBSVM data shipped with the package or read from a path; nothing is downloaded).
+x^0, the constants the theory needs (L, L_m, mu, x*, f*, δ, σ*²) and, for finite sums, a
+minibatch sampler. What is here:
+
+* **generators**: :func:`quadratic` (prescribed spectrum, similarity and heterogeneity),
+  :func:`quadratic_problem` (given matrices, with :func:`quadratic_constants`),
+  :func:`top1_counterexample` (THEORY.md §3) and :func:`logistic_regression` (LIBSVM data
+  shipped with the package or read from a path; nothing is downloaded);
+* **losses** to build a :class:`Problem` by hand: :func:`quadratic_loss`, :func:`logistic_loss`;
+* **data**: :func:`load_libsvm`, :func:`parse_libsvm`, :func:`list_datasets`,
+  :func:`dataset_path`, :data:`DATASETS`, :func:`labels_to_pm1`;
+* **splits** of n samples across M workers: :func:`split_iid`, :func:`split_by_label`,
+  :func:`split_dirichlet`, :func:`split_sizes`, and :func:`check_split` for your own;
+* **minibatches**: :func:`sample_minibatch`, uniform without replacement (b-nice sampling), the
+  sampler behind every ``Problem.sample_fn``.
+
+**Randomness.** Every generator and split that draws random numbers takes a keyword-only
+``key=`` (default ``0``): an ``int`` seed >= 0, a typed key ``jax.random.key(seed)`` or a raw
+``uint32[2]`` key, coerced like every key in jaxdist (``jaxdist._validate.as_key``). The data
+are generated in float64 NumPy from a generator seeded by the key's data, so ``key=7``,
+``key=jax.random.key(7)`` and ``key=jax.random.PRNGKey(7)`` build the same problem, and an int
+seed ``s`` draws from ``np.random.default_rng(s)``. Minibatches are drawn in JAX from the key
+passed to :func:`sample_minibatch`.
+
+Examples:
+  >>> from jaxdist import problems
+  >>> p = problems.quadratic(4, 10, L=1.0, mu=0.1, key=0)
+  >>> p.num_workers, p.dim, p.data["A"].shape
+  (4, 10, (4, 10, 10))
 """
 
 from jaxdist.problems._base import Problem as Problem
@@ -17,11 +41,11 @@ from jaxdist.problems._datasets import parse_libsvm as parse_libsvm
 from jaxdist.problems._logistic import labels_to_pm1 as labels_to_pm1
 from jaxdist.problems._logistic import logistic_loss as logistic_loss
 from jaxdist.problems._logistic import logistic_regression as logistic_regression
-from jaxdist.problems._logistic import logistic_sample as logistic_sample
 from jaxdist.problems._quadratic import quadratic as quadratic
 from jaxdist.problems._quadratic import quadratic_constants as quadratic_constants
 from jaxdist.problems._quadratic import quadratic_loss as quadratic_loss
 from jaxdist.problems._quadratic import quadratic_problem as quadratic_problem
+from jaxdist.problems._sampling import sample_minibatch as sample_minibatch
 from jaxdist.problems._splits import check_split as check_split
 from jaxdist.problems._splits import split_by_label as split_by_label
 from jaxdist.problems._splits import split_dirichlet as split_dirichlet
@@ -38,12 +62,12 @@ __all__ = [
     "load_libsvm",
     "logistic_loss",
     "logistic_regression",
-    "logistic_sample",
     "parse_libsvm",
     "quadratic",
     "quadratic_constants",
     "quadratic_loss",
     "quadratic_problem",
+    "sample_minibatch",
     "split_by_label",
     "split_dirichlet",
     "split_iid",

@@ -27,7 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Problem", "resolve_dtype", "stored"]
+from jaxdist._validate import as_key, is_traced
+
+__all__ = ["Problem"]
 
 PyTree = Any
 
@@ -75,9 +77,10 @@ class Problem:
       delta_exact: whether ``delta`` is exact (True) or an upper bound (False).
       sigma_star_sq: (1/M) Σ ||∇f_m(x*)||², or ``None``.
       L_pm: Hessian variance L_± (THEORY.md §2.4), or ``None`` if not computed.
-      sample_fn: ``sample_fn(key, data_m, batch_size) -> batch`` drawing a minibatch of the
-        worker's real samples uniformly with replacement, such that ``loss(params, batch)`` is an
-        unbiased estimate of f_m(params); ``None`` if the problem has no samples.
+      sample_fn: ``sample_fn(key, data_m, batch_size) -> batch`` drawing ``batch_size`` of the
+        worker's real samples uniformly without replacement (with :func:`sample_minibatch`),
+        such that ``loss(params, batch)`` is an unbiased estimate of f_m(params); ``None`` if
+        the problem has no samples.
       info: read-only mapping of extra facts (data set, split, solver accuracy, ...).
     """
 
@@ -188,7 +191,7 @@ class Problem:
         return self.sample_fn is not None
 
     def sample(self, key: jax.Array, data_m: PyTree, batch_size: int) -> PyTree:
-        """A minibatch of ``batch_size`` of the worker's real samples (uniform, with replacement).
+        """``batch_size`` of the worker's real samples, uniformly without replacement.
 
         Args:
           key: a PRNG key (typed or raw).
@@ -198,6 +201,10 @@ class Problem:
         Returns:
           A pytree with the structure of ``data_m`` such that ``loss(params, batch)`` is an
           unbiased estimate of f_m(params).
+
+        Raises:
+          ValueError: the problem has no samples, or ``batch_size`` is not an int in
+            ``[1, n_m]`` for every worker.
         """
         if self.sample_fn is None:
             raise ValueError(f"problem {self.name!r} has no samples to draw minibatches from")
@@ -267,6 +274,31 @@ def _stochastic_worker_grads(loss, sample_fn, batch_size, params, data, key):
         return jax.grad(lambda p: loss(p, sample_fn(k, d, batch_size)))(params)
 
     return jax.vmap(grad_m)(data, keys)
+
+
+def numpy_rng(key: Any, name: str = "key") -> np.random.Generator:
+    """The NumPy generator a problem or split draws from: seeded from the key's data.
+
+    ``key`` is coerced with :func:`jaxdist._validate.as_key` (an int seed, a typed key or a raw
+    ``uint32[2]`` key), and the words of ``jax.random.key_data(key)`` are read as one unsigned
+    integer (most significant word first) that seeds ``np.random.default_rng``. So ``7``,
+    ``jax.random.key(7)`` and ``jax.random.PRNGKey(7)`` give the same generator, and an int seed
+    ``s`` gives ``np.random.default_rng(s)``.
+
+    Raises:
+      ValueError: a negative int seed (its key depends on ``jax_enable_x64``).
+      TypeError: a traced key (problems are built on the host), or anything ``as_key`` refuses.
+    """
+    if isinstance(key, int | np.integer) and not isinstance(key, bool) and key < 0:
+        raise ValueError(
+            f"{name} must be a non-negative int seed or a PRNG key, got {name}={key} (the key of "
+            "a negative seed depends on jax_enable_x64)"
+        )
+    k = as_key(key, name)
+    if is_traced(k):
+        raise TypeError(f"{name} must be concrete: problems and splits are built on the host")
+    words = np.asarray(jax.random.key_data(k), dtype=np.uint32).ravel()
+    return np.random.default_rng(int.from_bytes(words.astype(">u4").tobytes(), "big"))
 
 
 def resolve_dtype(dtype: Any = None) -> np.dtype:

@@ -21,14 +21,14 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdist.problems._base import Problem, resolve_dtype, stored
+from jaxdist._validate import check_bool, check_int, finite_float
+from jaxdist.problems._base import Problem, numpy_rng, resolve_dtype, stored
 from jaxdist.problems._datasets import load_libsvm
+from jaxdist.problems._sampling import sample_minibatch
 from jaxdist.problems._splits import (
-    _rng,
     check_split,
     split_by_label,
     split_dirichlet,
@@ -36,7 +36,7 @@ from jaxdist.problems._splits import (
     split_sizes,
 )
 
-__all__ = ["logistic_regression", "logistic_loss", "logistic_sample", "labels_to_pm1"]
+__all__ = ["logistic_regression", "logistic_loss", "labels_to_pm1"]
 
 
 def logistic_loss(params, data_m, *, l2):
@@ -55,26 +55,26 @@ def logistic_loss(params, data_m, *, l2):
     return jnp.sum(data_m["weight"] * jnp.logaddexp(0.0, -z)) + 0.5 * l2 * jnp.dot(params, params)
 
 
-def logistic_sample(key, data_m, batch_size):
-    """``batch_size`` of the worker's real samples, uniform with replacement, weights 1/batch_size.
+def _logistic_sample(key, data_m, batch_size, *, min_count):
+    """``batch_size`` of the worker's real samples without replacement, weights 1/batch_size.
 
-    Padding rows are never drawn (indices are drawn in ``[0, count)``; real samples come first).
-
-    Args:
-      key: a PRNG key (typed or raw).
-      data_m: one worker's data (see :func:`logistic_loss`).
-      batch_size: static number of samples.
-
-    Returns:
-      A batch with the structure of ``data_m``; ``logistic_loss(params, batch)`` is an unbiased
-      estimate of f_m(params).
+    The rows are drawn by :func:`sample_minibatch` among the first ``data_m["count"]`` rows
+    (real samples come first; padding rows are never drawn). ``min_count`` is the smallest
+    worker's sample count, bound by :func:`logistic_regression`, so that a batch larger than
+    some worker's data is refused even when the counts are traced.
     """
-    idx = jax.random.randint(key, (batch_size,), 0, data_m["count"])
-    w = data_m["weight"]
+    batch_size = check_int("batch_size", batch_size, low=1)
+    if batch_size > min_count:
+        raise ValueError(
+            f"batch_size={batch_size} exceeds the {min_count} samples of the smallest worker "
+            "(minibatches are drawn without replacement)"
+        )
+    rows = sample_minibatch(
+        key, {"X": data_m["X"], "y": data_m["y"]}, batch_size, count=data_m["count"]
+    )
     return {
-        "X": data_m["X"][idx],
-        "y": data_m["y"][idx],
-        "weight": jnp.full((batch_size,), 1.0 / batch_size, dtype=w.dtype),
+        **rows,
+        "weight": jnp.full((batch_size,), 1.0 / batch_size, dtype=data_m["weight"].dtype),
         "count": jnp.asarray(batch_size, dtype=data_m["count"].dtype),
     }
 
@@ -105,6 +105,63 @@ def labels_to_pm1(y: Any) -> tuple[np.ndarray, dict[float, float]]:
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def _largest_eig_of_gram(C: np.ndarray) -> np.ndarray:
+    """λ_max(C_mᵀC_m) for a stack C of shape (M, n, d), from the smaller of the two Gram matrices.
+
+    C_mᵀC_m (d × d) and C_mC_mᵀ (n × n) have the same nonzero eigenvalues, so when n < d the
+    n × n one gives the same largest eigenvalue exactly, for a fraction of the cost.
+    """
+    if C.shape[1] < C.shape[2]:
+        gram = C @ np.swapaxes(C, 1, 2)
+    else:
+        gram = np.swapaxes(C, 1, 2) @ C
+    return np.maximum(np.linalg.eigvalsh(gram)[:, -1], 0.0)
+
+
+def _top_eigenpairs(B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """λ_max(B_mᵀB_m) and a unit top eigenvector v_m (shape (M, d)), via the smaller Gram."""
+    if B.shape[1] < B.shape[2]:
+        lam, W = np.linalg.eigh(B @ np.swapaxes(B, 1, 2))
+        v = np.einsum("mnd,mn->md", B, W[:, :, -1])  # B_mᵀw is a top eigenvector of B_mᵀB_m
+        norm = np.linalg.norm(v, axis=1, keepdims=True)
+        v = np.divide(v, norm, out=np.zeros_like(v), where=norm > 0)
+    else:
+        lam, W = np.linalg.eigh(np.swapaxes(B, 1, 2) @ B)
+        v = W[:, :, -1]
+    return np.maximum(lam[:, -1], 0.0), v
+
+
+def _max_deviation_norm(B: np.ndarray) -> float:
+    """max_m ||H_m − H̄|| exactly, with H_m = B_mᵀB_m ⪰ 0 and H̄ = mean_m H_m.
+
+    Only the workers that can attain the maximum are eigendecomposed. With λ_m = λ_max(H_m),
+    v_m its eigenvector and (c, u) the top eigenpair of H̄, every worker satisfies
+
+    * ||H_m − H̄|| <= max((1 − 1/M) λ_m, c), since H_m − H̄ ≼ (1 − 1/M) H_m and
+      H̄ − H_m ≼ H̄ (the other H_j are ⪰ 0);
+    * ||H_m − H̄|| >= max(λ_m − v_mᵀH̄v_m, c − uᵀH_m u) (Rayleigh quotients),
+
+    so a worker whose upper bound is below the largest lower bound cannot attain the maximum.
+    With many workers holding few samples, typically one worker is left.
+    """
+    M, _, d = B.shape
+    flat = B.reshape(-1, d)
+    H_bar = flat.T @ flat / M
+    ev, V = np.linalg.eigh(H_bar)
+    c, u = ev[-1], V[:, -1]
+    lam, v = _top_eigenpairs(B)
+    lower = np.maximum(
+        lam - np.einsum("mi,ij,mj->m", v, H_bar, v), c - np.sum((B @ u) ** 2, axis=1)
+    )
+    upper = np.maximum((1.0 - 1.0 / M) * lam, c)
+    best = float(np.max(lower))
+    # keep every worker whose bound reaches the best lower bound (with room for rounding)
+    cand = np.flatnonzero(upper >= best - 1e-9 * max(float(np.max(upper)), 1e-300))
+    Bc = B[cand]
+    H = np.swapaxes(Bc, 1, 2) @ Bc
+    return float(np.max(np.abs(np.linalg.eigvalsh(H - H_bar))))
 
 
 def _newton(A, y, w, l2, *, tol=1e-12, max_iter=100):
@@ -153,17 +210,17 @@ def _newton(A, y, w, l2, *, tol=1e-12, max_iter=100):
     return x, gnorm, it
 
 
-def _resolve_split(split, y, num_workers, *, seed, alpha, sizes):
+def _resolve_split(split, y, num_workers, *, key, concentration, sizes):
     n = y.shape[0]
     if isinstance(split, str):
         if split == "iid":
-            return split_iid(n, num_workers, seed)
+            return split_iid(n, num_workers, key=key)
         if split == "by_label":
             return split_by_label(y, num_workers)
         if split == "dirichlet":
-            if alpha is None:
-                raise ValueError("split='dirichlet' needs alpha (the Dirichlet concentration)")
-            return split_dirichlet(y, num_workers, alpha, seed)
+            if concentration is None:
+                raise ValueError("split='dirichlet' needs concentration= (the Dirichlet parameter)")
+            return split_dirichlet(y, num_workers, concentration, key=key)
         if split == "sizes":
             if sizes is None:
                 raise ValueError("split='sizes' needs sizes (one sample count per worker)")
@@ -171,7 +228,7 @@ def _resolve_split(split, y, num_workers, *, seed, alpha, sizes):
                 raise ValueError(
                     f"len(sizes) must equal num_workers={num_workers}, got {len(sizes)}"
                 )
-            return split_sizes(n, sizes, seed)
+            return split_sizes(n, sizes, key=key)
         raise ValueError(
             f"split must be 'iid', 'by_label', 'dirichlet', 'sizes' or a sequence of index "
             f"arrays, got {split!r}"
@@ -189,8 +246,8 @@ def logistic_regression(
     split: str | Sequence[Any] = "iid",
     l2: float = 1e-3,
     bias: bool = True,
-    seed: Any = 0,
-    alpha: float | None = None,
+    key: Any = 0,
+    concentration: float | None = None,
     sizes: Sequence[int] | None = None,
     max_samples: int | None = None,
     n_features: int | None = None,
@@ -212,20 +269,25 @@ def logistic_regression(
     * ``delta`` is an **upper bound** (``delta_exact=False``) valid for all x: writing
       G_m = A_mᵀA_m/(4 n_m) ⪰ H_m(x) = ∇²f_m(x) − l2·I ⪰ 0,
       ∇²f_m − ∇²f = (1 − 1/M)H_m − (1/M)Σ_{j≠m} H_j has norm
-      <= max((1 − 1/M)λ_max(G_m), λ_max(Ḡ − G_m/M)). It is O(L), not the O(L/√n) of
-      THEORY.md §2.9; the exact similarity at the optimum, max_m ||∇²f_m(x*) − ∇²f(x*)||, is
-      ``info["delta_at_x_star"]``.
+      <= max((1 − 1/M)λ_max(G_m), λ_max((1/M)Σ_{j≠m} G_j)), and the second term is at most
+      (1/M)Σ_{j≠m} λ_max(G_j), so ``delta = (1 − 1/M) max_m λ_max(G_m) = (1 − 1/M)(L_max −
+      l2)``. It is O(L), not the O(L/√n) of THEORY.md §2.9; the exact similarity at the
+      optimum, max_m ||∇²f_m(x*) − ∇²f(x*)||, is ``info["delta_at_x_star"]`` (computed
+      exactly, eigendecomposing only the workers that can attain the maximum).
 
     Args:
       dataset: a shipped data set name (``"mushrooms"``, ``"a9a"``, ``"phishing"``, ``"w8a"``), a
         path to a LIBSVM file (plain or gzip), or a tuple ``(X, y)`` of arrays.
       num_workers: M >= 1.
       split: ``"iid"`` (random, equal sizes), ``"by_label"`` (sorted by label), ``"dirichlet"``
-        (needs ``alpha``), ``"sizes"`` (needs ``sizes``), or a sequence of M index arrays.
+        (needs ``concentration``), ``"sizes"`` (needs ``sizes``), or a sequence of M index
+        arrays.
       l2: regularisation λ > 0 (= mu).
       bias: append a constant-1 feature.
-      seed: ``int`` or JAX key for the split and for ``max_samples``.
-      alpha: Dirichlet concentration for ``split="dirichlet"``.
+      key: an ``int`` seed (>= 0) or a JAX PRNG key for the split and for ``max_samples``;
+        with ``split="iid"`` the parts are those of ``split_iid(n, num_workers, key=key)``.
+      concentration: Dirichlet concentration for ``split="dirichlet"`` (see
+        :func:`split_dirichlet`).
       sizes: per-worker sample counts for ``split="sizes"``.
       max_samples: keep a random subset of this many samples (before splitting).
       n_features: number of features of a LIBSVM file (see :func:`load_libsvm`).
@@ -235,15 +297,22 @@ def logistic_regression(
 
     Returns:
       A :class:`Problem` with data ``{"X": (M, n_max, d), "y": (M, n_max), "weight": (M,
-      n_max), "count": (M,)}``, a minibatch sampler (:func:`logistic_sample`), and ``info`` with
-      the data set, split, sample counts, label mapping and solver accuracy.
+      n_max), "count": (M,)}``, a minibatch sampler (``sample_fn``: the worker's real samples
+      without replacement, :func:`sample_minibatch`, weights 1/batch_size; it refuses a batch
+      larger than the smallest worker's data), and ``info`` with the data set, split, sample
+      counts, label mapping and solver accuracy.
+
+    Examples:
+      >>> from jaxdist.problems import logistic_regression
+      >>> p = logistic_regression("mushrooms", 4, l2=1e-2, max_samples=400, key=0)
+      >>> p.dim, p.info["samples_per_worker"], p.mu
+      (113, (100, 100, 100, 100), 0.01)
     """
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int | np.integer):
-        raise TypeError(f"num_workers must be an int, got {num_workers!r}")
-    M = int(num_workers)
-    l2 = float(l2)
-    if not l2 > 0 or not np.isfinite(l2):
+    M = check_int("num_workers", num_workers)
+    l2 = finite_float("l2", l2)
+    if not l2 > 0:
         raise ValueError(f"l2 must be > 0 and finite, got l2={l2}")
+    bias = check_bool("bias", bias)
     dt = resolve_dtype(dtype)
 
     if isinstance(dataset, tuple):
@@ -258,15 +327,14 @@ def logistic_regression(
         ds_name = os.path.basename(os.fspath(dataset))
     y, label_map = labels_to_pm1(y_raw)
     if max_samples is not None:
-        if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
-            raise ValueError(f"max_samples must be an int >= 1, got max_samples={max_samples!r}")
+        max_samples = check_int("max_samples", max_samples, low=1)
         if max_samples < X.shape[0]:
-            keep = np.sort(_rng(seed).choice(X.shape[0], size=max_samples, replace=False))
+            keep = np.sort(numpy_rng(key).choice(X.shape[0], size=max_samples, replace=False))
             X, y = X[keep], y[keep]
     if bias:
         X = np.concatenate([X, np.ones((X.shape[0], 1))], axis=1)
     n, d = X.shape
-    parts = _resolve_split(split, y, M, seed=seed, alpha=alpha, sizes=sizes)
+    parts = _resolve_split(split, y, M, key=key, concentration=concentration, sizes=sizes)
     counts = np.array([p.size for p in parts], dtype=np.int64)
     n_max = int(counts.max())
 
@@ -279,18 +347,16 @@ def logistic_regression(
         yp[m, : p.size] = y[p]
         wp[m, : p.size] = 1.0 / p.size
     wp = stored(wp, dt)  # 1/n_m as the problem holds it
-    XtX = np.swapaxes(Xp, 1, 2) @ Xp  # (M, d, d)
-    G = XtX / (4.0 * counts[:, None, None])
-    G_bar = G.mean(axis=0)
-    lam_G = np.linalg.eigvalsh(G)[:, -1]
+    # G_m = A_mᵀA_m/(4 n_m) = C_mᵀC_m with C_m = A_m/sqrt(4 n_m) (zero padding rows add nothing).
+    C = Xp / np.sqrt(4.0 * counts)[:, None, None]
+    lam_G = _largest_eig_of_gram(C)  # λ_max(G_m)
+    G_bar = np.einsum("mni,mnj->ij", C, C) / M
+    lam_bar = float(np.linalg.eigvalsh(G_bar)[-1])
     L_m = lam_G + l2
-    L = float(np.linalg.eigvalsh(G_bar)[-1]) + l2
-    if M > 1:
-        own = (1.0 - 1.0 / M) * lam_G
-        rest = np.linalg.eigvalsh(G_bar - G / M)[:, -1]
-        delta = float(np.max(np.maximum(own, rest)))
-    else:
-        delta = 0.0
+    L = lam_bar + l2
+    # δ bound (see the docstring): the λ_max(Ḡ − G_m/M) terms never exceed the largest
+    # (1 − 1/M)λ_max(G_m), so no per-worker d × d eigendecomposition is needed.
+    delta = (1.0 - 1.0 / M) * float(np.max(lam_G))
 
     # x*, f*: the pooled problem, each sample weighted by w_i / M.
     real = wp.reshape(-1) > 0
@@ -309,9 +375,8 @@ def logistic_regression(
     f_m = np.sum(wp * np.logaddexp(0.0, -z), axis=1) + 0.5 * l2 * x_star @ x_star
     s = _sigmoid(-z)
     grads = -(np.swapaxes(Xp, 1, 2) @ (wp * yp * s)[..., None])[..., 0] + l2 * x_star
-    B = Xp * np.sqrt(wp * s * (1.0 - s))[..., None]
-    H = np.swapaxes(B, 1, 2) @ B  # ∇²f_m(x*) − l2 I
-    delta_at = float(np.max(np.abs(np.linalg.eigvalsh(H - H.mean(axis=0))))) if M > 1 else 0.0
+    B = Xp * np.sqrt(wp * s * (1.0 - s))[..., None]  # B_mᵀB_m = ∇²f_m(x*) − l2 I
+    delta_at = _max_deviation_norm(B) if M > 1 else 0.0
 
     x0 = np.zeros(d) if init_params is None else np.asarray(init_params, dtype=np.float64)
     data = {
@@ -350,6 +415,6 @@ def logistic_regression(
         delta_exact=M == 1,
         sigma_star_sq=float(np.mean(np.sum(grads**2, axis=1))),
         L_pm=None,
-        sample_fn=logistic_sample,
+        sample_fn=functools.partial(_logistic_sample, min_count=int(counts.min())),
         info=info,
     )

@@ -12,8 +12,8 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdist.problems._base import Problem, resolve_dtype, stored
-from jaxdist.problems._splits import _rng
+from jaxdist._validate import check_int, finite_float
+from jaxdist.problems._base import Problem, numpy_rng, resolve_dtype, stored
 
 __all__ = ["quadratic", "quadratic_problem", "quadratic_loss", "quadratic_constants"]
 
@@ -210,7 +210,8 @@ def quadratic(
       heterogeneity: σ* = sqrt((1/M) Σ ||∇f_m(x*)||²) >= 0; default 1.0 for M >= 2, 0.0 for
         M = 1 (where it must be 0).
       delta: Hessian similarity max_m ||A_m − Ā|| >= 0.
-      key: an ``int`` seed or a JAX PRNG key.
+      key: an ``int`` seed (>= 0) or a JAX PRNG key (typed or raw); ``7`` and
+        ``jax.random.key(7)`` give the same problem.
       dtype: storage dtype (default: JAX's default float).
       spectrum: ``"geometric"`` or ``"linear"``.
       x_star_norm: ||x*|| >= 0.
@@ -218,12 +219,19 @@ def quadratic(
 
     Returns:
       A :class:`Problem` (see :func:`quadratic_problem`).
+
+    Examples:
+      >>> import jax
+      >>> from jaxdist.problems import quadratic
+      >>> p = quadratic(4, 10, L=1.0, mu=0.1, delta=0.05, heterogeneity=2.0, key=0)
+      >>> round(p.L, 6), round(p.mu, 6), round(p.delta, 6), round(p.sigma_star_sq, 4)
+      (1.0, 0.1, 0.05, 4.0)
+      >>> q = quadratic(4, 10, L=1.0, mu=0.1, delta=0.05, heterogeneity=2.0, key=jax.random.key(0))
+      >>> bool((p.data["A"] == q.data["A"]).all())
+      True
     """
-    for pname, v in (("num_workers", num_workers), ("dim", dim)):
-        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-            raise ValueError(f"{pname} must be an int >= 1, got {pname}={v!r}")
-    M, d = int(num_workers), int(dim)
-    L, mu, delta = float(L), float(mu), float(delta)
+    M, d = check_int("num_workers", num_workers), check_int("dim", dim)
+    L, mu, delta = finite_float("L", L), finite_float("mu", mu), finite_float("delta", delta)
     if not mu > 0:
         raise ValueError(f"mu must be > 0, got mu={mu}")
     if not L >= mu:
@@ -232,7 +240,7 @@ def quadratic(
         raise ValueError(f"dim=1 has a single eigenvalue: need mu == L, got mu={mu}, L={L}")
     if heterogeneity is None:
         heterogeneity = 1.0 if M > 1 else 0.0
-    heterogeneity = float(heterogeneity)
+    heterogeneity = finite_float("heterogeneity", heterogeneity)
     if not heterogeneity >= 0:
         raise ValueError(f"heterogeneity must be >= 0, got heterogeneity={heterogeneity}")
     if not delta >= 0:
@@ -244,10 +252,11 @@ def quadratic(
         )
     if spectrum not in ("geometric", "linear"):
         raise ValueError(f"spectrum must be 'geometric' or 'linear', got {spectrum!r}")
+    x_star_norm = finite_float("x_star_norm", x_star_norm)
     if not x_star_norm >= 0:
         raise ValueError(f"x_star_norm must be >= 0, got x_star_norm={x_star_norm}")
 
-    rng = _rng(key)
+    rng = numpy_rng(key)
     space = np.geomspace if spectrum == "geometric" else np.linspace
     lam = space(mu, L, d) if d > 1 else np.array([L])
     lam[0], lam[-1] = mu, L

@@ -1,9 +1,10 @@
-"""Splitting a data set across workers: i.i.d., sorted by label, Dirichlet(α), given sizes.
+"""Splitting a data set across workers: i.i.d., sorted by label, Dirichlet, given sizes.
 
 Every splitter returns a list of ``num_workers`` sorted ``int64`` index arrays that together cover
-``0 .. n-1`` exactly once, with at least one sample per worker. All randomness comes from a
-NumPy generator seeded by ``seed`` (an ``int`` or a JAX PRNG key), so a split is a deterministic
-function of its arguments.
+``0 .. n-1`` exactly once, with at least one sample per worker. All randomness comes from the
+keyword-only ``key`` (an ``int`` seed or a JAX PRNG key, as everywhere in
+:mod:`jaxdist.problems`), through a NumPy generator seeded from the key's data, so a split is a
+deterministic function of its arguments.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from jaxdist._validate import check_int, finite_float
+from jaxdist.problems._base import numpy_rng
+
 __all__ = [
     "split_iid",
     "split_by_label",
@@ -21,40 +25,9 @@ __all__ = [
     "check_split",
 ]
 
-Seed = Any  # int, numpy Generator, or a JAX PRNG key
-
-
-def _rng(seed: Seed) -> np.random.Generator:
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if isinstance(seed, bool):
-        raise TypeError(f"seed must be an int or a JAX PRNG key, got {seed!r}")
-    if isinstance(seed, int | np.integer):
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0, got seed={seed}")
-        return np.random.default_rng(int(seed))
-    try:  # a JAX key (typed or raw uint32)
-        import jax
-
-        if jax.dtypes.issubdtype(getattr(seed, "dtype", None), jax.dtypes.prng_key):
-            data = jax.random.key_data(seed)
-        else:
-            data = seed
-        words = np.asarray(data, dtype=np.uint32).ravel()
-    except Exception as e:  # noqa: BLE001
-        raise TypeError(f"seed must be an int or a JAX PRNG key, got {seed!r}") from e
-    return np.random.default_rng([int(w) for w in words])
-
 
 def _check_workers(n: int, num_workers: int) -> tuple[int, int]:
-    for name, v in (("n", n), ("num_workers", num_workers)):
-        if isinstance(v, bool) or not isinstance(v, int | np.integer):
-            raise TypeError(f"{name} must be an int, got {v!r}")
-    n, num_workers = int(n), int(num_workers)
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got n={n}")
-    if num_workers < 1:
-        raise ValueError(f"num_workers must be >= 1, got num_workers={num_workers}")
+    n, num_workers = check_int("n", n), check_int("num_workers", num_workers)
     if num_workers > n:
         raise ValueError(
             f"num_workers must be <= n (every worker needs a sample), got num_workers="
@@ -110,7 +83,7 @@ def check_split(splits: Sequence[Any], n: int) -> list[np.ndarray]:
     return out
 
 
-def split_iid(n: int, num_workers: int, seed: Seed = 0) -> list[np.ndarray]:
+def split_iid(n: int, num_workers: int, *, key: Any = 0) -> list[np.ndarray]:
     """A uniformly random split into ``num_workers`` parts of (almost) equal size.
 
     Sizes differ by at most one (``np.array_split`` of a random permutation).
@@ -118,13 +91,18 @@ def split_iid(n: int, num_workers: int, seed: Seed = 0) -> list[np.ndarray]:
     Args:
       n: number of samples.
       num_workers: number of workers M, ``1 <= M <= n``.
-      seed: an ``int`` or a JAX PRNG key.
+      key: an ``int`` seed (>= 0) or a JAX PRNG key.
 
     Returns:
       A list of M sorted ``int64`` index arrays partitioning ``range(n)``.
+
+    Examples:
+      >>> from jaxdist.problems import split_iid
+      >>> [p.size for p in split_iid(10, 3, key=0)]
+      [4, 3, 3]
     """
     n, num_workers = _check_workers(n, num_workers)
-    perm = _rng(seed).permutation(n)
+    perm = numpy_rng(key).permutation(n)
     return _finish(np.array_split(perm, num_workers))
 
 
@@ -151,26 +129,26 @@ def split_by_label(y: Any, num_workers: int) -> list[np.ndarray]:
 def split_dirichlet(
     y: Any,
     num_workers: int,
-    alpha: float,
-    seed: Seed = 0,
+    concentration: float,
     *,
+    key: Any = 0,
     min_size: int = 1,
     max_tries: int = 100,
 ) -> list[np.ndarray]:
-    """Label-skewed split: each class is shared among workers by Dirichlet(α) proportions.
+    """Label-skewed split: each class is shared among workers by Dirichlet proportions.
 
     For every class c the (shuffled) samples of c are cut at the cumulative sums of
-    ``p_c ~ Dirichlet(α·1_M)``. Small α gives each worker few classes (heterogeneous); large α
-    approaches the i.i.d. split. Draws are repeated (up to ``max_tries``) until every worker holds
-    at least ``min_size`` samples.
+    ``p_c ~ Dirichlet(concentration·1_M)``. A small concentration gives each worker few classes
+    (heterogeneous); a large one approaches the i.i.d. split. Draws are repeated (up to
+    ``max_tries``) until every worker holds at least ``min_size`` samples.
 
     Args:
       y: labels, shape ``(n,)``.
       num_workers: number of workers M, ``1 <= M <= n``.
-      alpha: concentration, ``alpha > 0``.
-      seed: an ``int`` or a JAX PRNG key.
+      concentration: the Dirichlet concentration (α in the literature), ``> 0`` and finite.
+      key: an ``int`` seed (>= 0) or a JAX PRNG key.
       min_size: minimum number of samples per worker (``>= 1``).
-      max_tries: number of redraws before giving up.
+      max_tries: number of redraws before giving up (``>= 1``).
 
     Returns:
       A list of M sorted ``int64`` index arrays partitioning ``range(n)``.
@@ -181,26 +159,23 @@ def split_dirichlet(
     """
     y = _labels(y)
     n, num_workers = _check_workers(y.shape[0], num_workers)
-    try:
-        alpha = float(alpha)
-    except TypeError as e:
-        raise TypeError(f"alpha must be a positive number, got {alpha!r}") from e
-    if not alpha > 0 or not np.isfinite(alpha):
-        raise ValueError(f"alpha must be > 0 and finite, got alpha={alpha}")
-    if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 1:
-        raise ValueError(f"min_size must be an int >= 1, got min_size={min_size!r}")
+    concentration = finite_float("concentration", concentration)
+    if not concentration > 0:
+        raise ValueError(f"concentration must be > 0, got concentration={concentration}")
+    min_size = check_int("min_size", min_size, low=1)
+    max_tries = check_int("max_tries", max_tries, low=1)
     if min_size * num_workers > n:
         raise ValueError(
             f"min_size * num_workers must be <= n, got {min_size} * {num_workers} > n={n}"
         )
-    rng = _rng(seed)
+    rng = numpy_rng(key)
     classes = np.unique(y)
     by_class = [np.flatnonzero(y == c) for c in classes]
     for _ in range(max_tries):
         parts: list[list[np.ndarray]] = [[] for _ in range(num_workers)]
         for idx in by_class:
             idx = rng.permutation(idx)
-            p = rng.dirichlet(np.full(num_workers, alpha))
+            p = rng.dirichlet(np.full(num_workers, concentration))
             cuts = np.round(np.cumsum(p)[:-1] * idx.size).astype(np.int64)
             for m, chunk in enumerate(np.split(idx, cuts)):
                 parts[m].append(chunk)
@@ -209,19 +184,20 @@ def split_dirichlet(
             return _finish(merged)
     raise ValueError(
         f"split_dirichlet could not give every worker >= {min_size} samples in {max_tries} "
-        f"draws (alpha={alpha}, num_workers={num_workers}, n={n}); increase alpha or "
+        f"draws (concentration={concentration}, num_workers={num_workers}, n={n}); increase "
+        "concentration or "
         "max_tries, or decrease num_workers"
     )
 
 
-def split_sizes(n: int, sizes: Sequence[int], seed: Seed | None = 0) -> list[np.ndarray]:
+def split_sizes(n: int, sizes: Sequence[int], *, key: Any = 0) -> list[np.ndarray]:
     """A split with prescribed (possibly unequal) worker sizes.
 
     Args:
       n: number of samples.
       sizes: one positive size per worker, summing to ``n``.
-      seed: an ``int`` or JAX key to shuffle the samples first; ``None`` keeps the original order
-        (worker 0 gets the first ``sizes[0]`` samples, and so on).
+      key: an ``int`` seed (>= 0) or a JAX PRNG key to shuffle the samples first; ``None``
+        keeps the original order (worker 0 gets the first ``sizes[0]`` samples, and so on).
 
     Returns:
       A list of ``len(sizes)`` sorted ``int64`` index arrays partitioning ``range(n)``.
@@ -236,5 +212,5 @@ def split_sizes(n: int, sizes: Sequence[int], seed: Seed | None = 0) -> list[np.
         raise ValueError(f"every size must be >= 1 (a worker with no samples), got {sizes!r}")
     if int(sizes_arr.sum()) != n:
         raise ValueError(f"sizes must sum to n={n}, got sum={int(sizes_arr.sum())}")
-    order = np.arange(n) if seed is None else _rng(seed).permutation(n)
+    order = np.arange(n) if key is None else numpy_rng(key).permutation(n)
     return _finish(np.split(order, np.cumsum(sizes_arr)[:-1]))
