@@ -5,16 +5,27 @@
 logged metrics (suboptimality, gradient norm, distance to the optimum, exact cumulative bits,
 rounds) and writes them as JSON or CSV. Named experiments (:data:`EXPERIMENTS`,
 :func:`run_experiment`) reproduce the lecture's claims; the ``jaxdist`` command runs them.
+
+The names are imported on first use (PEP 562): the catalogue of named experiments
+(:data:`EXPERIMENTS`, plain data) is available without importing JAX; :func:`run` imports it.
 """
 
-from jaxdist.experiments._named import EXPERIMENTS as EXPERIMENTS
-from jaxdist.experiments._named import Arm as Arm
-from jaxdist.experiments._named import Experiment as Experiment
-from jaxdist.experiments._named import load_traces as load_traces
-from jaxdist.experiments._named import run_experiment as run_experiment
-from jaxdist.experiments._named import summarize as summarize
-from jaxdist.experiments._runner import run as run
-from jaxdist.experiments._trace import Trace as Trace
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Public name -> the private module that defines it.
+_EXPORTS = {
+    "EXPERIMENTS": "_named",
+    "Arm": "_named",
+    "Experiment": "_named",
+    "load_traces": "_named",
+    "run_experiment": "_named",
+    "summarize": "_named",
+    "run": "_runner",
+    "Trace": "_trace",
+}
 
 __all__ = [
     "EXPERIMENTS",
@@ -26,3 +37,28 @@ __all__ = [
     "run_experiment",
     "summarize",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"jaxdist.experiments.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'jaxdist.experiments' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from jaxdist.experiments._named import (  # noqa: F401
+        EXPERIMENTS,
+        Arm,
+        Experiment,
+        load_traces,
+        run_experiment,
+        summarize,
+    )
+    from jaxdist.experiments._runner import run  # noqa: F401
+    from jaxdist.experiments._trace import Trace  # noqa: F401

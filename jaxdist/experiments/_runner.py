@@ -98,6 +98,14 @@ def _all_finite(tree: PyTree) -> jax.Array:
     return out
 
 
+def _all_equal(y: PyTree) -> jax.Array:
+    """Whether every leaf of ``y = x_m − x_0`` is exactly zero (this worker agrees)."""
+    out = jnp.ones((), bool)
+    for leaf in jax.tree_util.tree_leaves(y):
+        out = out & jnp.all(leaf == 0)
+    return out
+
+
 def _tree_sub(a: PyTree, b: PyTree) -> PyTree:
     return jax.tree_util.tree_map(lambda x, y: x - y, a, b)
 
@@ -145,11 +153,15 @@ def _observe(spec: _Spec, method, state, acc, data_m, x_star) -> dict[str, Any]:
     )
     y = _tree_sub(x_m, x_0)
     y_bar = worker_mean(y, axis)
-    x_bar = _tree_add(x_0, y_bar)
+    consensus = jnp.maximum(worker_mean(_sq_norm(y), axis) - _sq_norm(y_bar), 0)
+    # Every worker holds the same model (the usual case): evaluate at it directly, as a user's
+    # own loop would; otherwise at the average model. The flag is uniform (a pmax), so under
+    # vmap this is a real branch.
+    differ = worker_max(jnp.logical_not(_all_equal(y)).astype(jnp.int32), axis) > 0
+    x_bar = lax.cond(differ, lambda: _tree_add(x_0, y_bar), lambda: x_m)
     loss_m, grad_m = jax.value_and_grad(spec.loss)(x_bar, data_m)
     f = worker_mean(loss_m, axis)
     gn = _sq_norm(worker_mean(grad_m, axis))
-    consensus = jnp.maximum(worker_mean(_sq_norm(y), axis) - _sq_norm(y_bar), 0)
     if x_star is None:
         dist = jnp.zeros_like(gn)
     else:

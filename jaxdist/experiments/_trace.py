@@ -73,7 +73,7 @@ CORE_SERIES = (
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Trace:
-    """Named series of one run (or of a sweep of runs) at every logged round, plus metadata.
+    r"""Named series of one run (or of a sweep of runs) at every logged round, plus metadata.
 
     Every series has shape ``[*sweep_shape, num_logged]`` where ``sweep_shape`` is ``(H,)``
     for a sweep over ``H`` hyperparameter values, ``(S,)`` for ``S`` seeds, ``(H, S)`` for
