@@ -1,18 +1,7 @@
-"""Test configuration: 8 forced CPU devices (set before JAX starts) and a float64 variant."""
+"""Fixtures of the test-suite (the device and dtype set-up is in the root conftest.py)."""
 
-import os
-
-# One BLAS thread: numpy solves in tests are tiny and multi-threaded OpenBLAS is slow under load.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
-import jax  # noqa: E402
-import pytest  # noqa: E402
-
-jax.config.update("jax_num_cpu_devices", 8)
+import jax
+import pytest
 
 
 @pytest.fixture
