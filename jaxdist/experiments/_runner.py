@@ -218,13 +218,17 @@ def _run_one(spec: _Spec, data_m, server_data, state, run_key, hp, x_star):
         return carry, metrics
 
     carry, metrics = lax.scan(block, (state, acc0), jnp.arange(num_blocks, dtype=jnp.int32))
-    if rest:
+    points = [metrics]
+    if rest:  # log_every does not divide the number of rounds: log round num_blocks·every too
+        points.append(_stacked(_observe(spec, method, carry[0], carry[1], data_m, x_star)))
         ts = num_blocks * every + jnp.arange(rest, dtype=jnp.int32)
         carry, _ = lax.scan(lambda c, t: (one_round(c, t), None), carry, ts)
-    last = _observe(spec, method, carry[0], carry[1], data_m, x_star)
-    return jax.tree_util.tree_map(
-        lambda a, b: jnp.concatenate([a, b[None]], axis=0), metrics, last
-    )
+    points.append(_stacked(_observe(spec, method, carry[0], carry[1], data_m, x_star)))
+    return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a, axis=0), *points)
+
+
+def _stacked(metrics):
+    return jax.tree_util.tree_map(lambda a: a[None], metrics)
 
 
 def _sweep(spec: _Spec, fn: Callable, state_axis: int | None) -> Callable:
@@ -602,8 +606,9 @@ def run(
         out, sizes, spec, f_star=f_star, hp_values=hp_values, seeds=seeds_arr,
         has_x_star=x_star is not None, divergence_factor=divergence_factor, network=network,
     )
-    if not np.all(trace.agreed):
-        worst = float(np.max(np.asarray(trace.consensus_sq)[..., -1]))
+    disagree = ~trace.agreed & ~trace.diverged  # a diverged run is reported as diverged
+    if np.any(disagree):
+        worst = float(np.max(np.asarray(trace.consensus_sq)[disagree][..., -1]))
         warnings.warn(
             f"the workers' models differ (final consensus distance (1/M)Σ‖x_m − x̄‖² up to "
             f"{worst:.3g}): the method does not keep the workers in agreement (e.g. a plain "
