@@ -87,7 +87,7 @@ def test_backends_agree():
 def test_workers_switches_backend_and_uses_eight_devices():
     assert len(jax.devices()) >= 8
     x = jnp.arange(8.0 * 3).reshape(8, 3)
-    f = lambda v: comm.worker_mean(v) * (comm.axis_index() + 1)  # noqa: E731
+    f = lambda v: comm.worker_mean(v) * (comm.axis_index() + 1).astype(v.dtype)  # noqa: E731
     a = comm.workers(f, 8, backend="vmap")(x)
     b = comm.workers(f, 8, backend="shard_map")(x)
     np.testing.assert_allclose(a, b, rtol=1e-6)  # small integers: exact in any order

@@ -298,7 +298,7 @@ def replicate(
       >>> from jaxdist.compressors import rand_k
       >>> opt = optax.chain(diana(rand_k(2)), optax.sgd(0.1))
       >>> params, state = comm.replicate({"w": jnp.zeros(5)}, 4, opt.init)
-      >>> params["w"].shape, state[0].h_m.shape
+      >>> params["w"].shape, state[0].h_m["w"].shape
       ((4, 5), (4, 5))
     """
     num_workers = _check_num_workers(num_workers)
