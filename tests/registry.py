@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import jaxdist.compressors as jc
 
-# Number of workers used for operators that run on the worker axis (Perm-K).
+# Number of workers of the operators that need the worker index (Perm-K); the common tests pass
+# the index as data (``worker=0``) and check it against the axis index under ``jax.vmap``.
 NUM_WORKERS = 4
 
 COMPRESSORS_UNDER_TEST = (

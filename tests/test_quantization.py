@@ -299,7 +299,6 @@ def test_constants():
         (lambda: ternary(coding="3bit"), "coding"),
         (lambda: qsgd(0), "s"),
         (lambda: qsgd(-2), "s"),
-        (lambda: qsgd(2.5), "s"),
         (lambda: qsgd(2**31), "s"),
         (lambda: dither(0), "s"),
         (lambda: dither(2, p=0.5), "p"),
@@ -314,13 +313,41 @@ def test_constants():
         (lambda: stochastic_round(0.1, num_bits=0), "num_bits"),
         (lambda: stochastic_round(0.1, num_bits=33), "num_bits"),
         (lambda: cast(jnp.int32), "dtype"),
-        (lambda: cast("not-a-dtype"), "dtype"),
         (lambda: cast(jnp.float32).compress(jax.random.key(0), jnp.ones(3, jnp.bfloat16)), "dtype"),
         (lambda: cast(jnp.float32).bits(3, jnp.float16), "dtype"),
     ],
 )
 def test_bad_parameters(make, param):
     with pytest.raises(ValueError, match=rf"\b{param}\b"):
+        make()
+
+
+@pytest.mark.parametrize(
+    "make, param",
+    [
+        (lambda: ternary(coding=2), "coding"),
+        (lambda: qsgd(2.5), "s"),
+        (lambda: qsgd(4.0), "s"),
+        (lambda: qsgd("4"), "s"),
+        (lambda: qsgd(True), "s"),
+        (lambda: dither(2.0), "s"),
+        (lambda: dither(2, p="2"), "p"),
+        (lambda: dither(2, p=True), "p"),
+        (lambda: dither(2, p=None), "p"),
+        (lambda: natural_dither(3.0), "s"),
+        (lambda: natural_dither(3, p="inf"), "p"),
+        (lambda: stochastic_round("0.1"), "step"),
+        (lambda: stochastic_round(None), "step"),
+        (lambda: stochastic_round([0.1, 0.2]), "step"),
+        (lambda: stochastic_round(0.1, num_bits=8.0), "num_bits"),
+        (lambda: cast("not-a-dtype"), "dtype"),
+        (lambda: cast(None), "dtype"),
+        (lambda: cast(16), "dtype"),
+    ],
+)
+def test_bad_parameter_types(make, param):
+    """Wrong types are TypeErrors that name the parameter (strings are never parsed)."""
+    with pytest.raises(TypeError, match=rf"\b{param}\b"):
         make()
 
 

@@ -299,3 +299,106 @@ def test_random_permutation_sizes():
     np.testing.assert_array_equal(_permutation(jax.random.key(0), 1), [0])
     p = np.asarray(_permutation(jax.random.key(0), 10_000))
     np.testing.assert_array_equal(np.sort(p), np.arange(10_000))
+
+
+# -- the exact Bernoulli coin ------------------------------------------------------------------
+
+_N_COINS = 4096
+_COIN_KEYS = jax.random.split(jax.random.key(30), _N_COINS)
+
+
+def _words(keys):
+    """The one 32-bit word a coin draws from each key, as Python-exact int64."""
+    return np.asarray(jax.vmap(lambda k: jax.random.bits(k, (), jnp.uint32))(keys), np.int64)
+
+
+def test_coin_threshold_values():
+    assert _sampling.coin_threshold(0.25) == 2**30
+    assert _sampling.coin_threshold(0.3) == round(0.3 * 2**32)
+    assert _sampling.coin_threshold(1.0) == 2**32  # always
+    assert _sampling.coin_threshold(1 - 2**-34) == 2**32  # rounds to always
+    assert _sampling.coin_threshold(1e-12) == 1  # never "never"
+    assert abs(_sampling.coin_threshold(0.3) / 2**32 - 0.3) <= 2**-33
+
+
+@pytest.mark.parametrize("p", [0.3, 0.5, 2.0**-20, 1 - 2**-20, 0.999])
+def test_coin_concrete_p_is_exactly_threshold_over_2_32(p):
+    """Heads iff the coin's uniform 32-bit word is below T = coin_threshold(p), so
+    P(heads) = T / 2^32 exactly (the word is uniform on [0, 2^32))."""
+    threshold = _sampling.coin_threshold(p)
+    heads = np.asarray(jax.vmap(lambda k: _sampling.bernoulli_coin(k, p))(_COIN_KEYS))
+    np.testing.assert_array_equal(heads, _words(_COIN_KEYS) < threshold)
+    if 0.01 < p < 0.99:  # and the frequency agrees (6 standard errors)
+        se = math.sqrt(p * (1 - p) / _N_COINS)
+        assert abs(heads.mean() - threshold / 2**32) < 6 * se
+
+
+@pytest.mark.parametrize("p", [0.3, 2.0**-30, 0.7, 1 - 2**-24])
+def test_coin_traced_float32_p_is_exactly_its_float32_value(p):
+    """A traced float32 p: T = floor(p·2^32) of the float32 value, exact in integers, so
+    P(heads) = T/2^32 equals the float32 p itself (a power-of-two scaling loses nothing)."""
+    p32 = np.float32(p)
+    threshold = int(np.floor(np.float64(p32) * 2**32))
+    assert threshold / 2**32 == float(p32)
+    coin = jax.jit(jax.vmap(_sampling.bernoulli_coin, (0, None)))
+    heads = np.asarray(coin(_COIN_KEYS, jnp.float32(p)))
+    np.testing.assert_array_equal(heads, _words(_COIN_KEYS) < threshold)
+    # a bfloat16 or float16 p counts as its (exact) float32 value
+    for low in (jnp.bfloat16, jnp.float16):
+        q = jnp.asarray(p, low)
+        t_low = int(np.floor(np.float64(np.float32(q)) * 2**32))
+        np.testing.assert_array_equal(
+            np.asarray(coin(_COIN_KEYS, q)), _words(_COIN_KEYS) < t_low, err_msg=str(low)
+        )
+
+
+def test_coin_traced_float64_p(x64):
+    p = 0.3
+    coin = jax.jit(jax.vmap(_sampling.bernoulli_coin, (0, None)))
+    heads = np.asarray(coin(_COIN_KEYS, jnp.float64(p)))
+    np.testing.assert_array_equal(heads, _words(_COIN_KEYS) < math.floor(p * 2**32))
+
+
+@pytest.mark.parametrize("p", [0.3, 0.5, 2.0**-20, 1e-12, 1 - 2**-20])
+def test_coin_boundary_words_concrete_and_traced(p):
+    """Exactly the words 0 .. T-1 are heads: T of the 2^32 equally likely words, so
+    P(heads) = T/2^32 exactly (concrete p: T = coin_threshold(p); traced float32 p:
+    T = floor(p32·2^32))."""
+    t_concrete = _sampling.coin_threshold(p)
+    t_traced = int(np.floor(np.float64(np.float32(p)) * 2**32))
+    traced = jax.jit(_sampling.coin_from_word)
+    cases = (
+        (t_concrete, lambda w: _sampling.coin_from_word(w, p)),
+        (t_traced, lambda w: traced(w, jnp.float32(p))),
+    )
+    for threshold, coin in cases:
+        candidates = {0, 1, threshold - 1, threshold, threshold + 1, 2**32 - 1}
+        words = np.array(sorted(w for w in candidates if 0 <= w < 2**32), np.uint32)
+        np.testing.assert_array_equal(np.asarray(coin(jnp.asarray(words))), words < threshold)
+
+
+def test_coin_p_one_is_always_heads():
+    coin = jax.vmap(_sampling.bernoulli_coin, (0, None))
+    assert np.all(np.asarray(coin(_COIN_KEYS, 1.0)))  # concrete
+    assert bool(_sampling.bernoulli_coin(None, 1.0))  # no word is drawn
+    for p in (jnp.float32(1.0), jnp.float32(1.5), jnp.int32(1)):  # traced
+        assert np.all(np.asarray(jax.jit(coin)(_COIN_KEYS, p)))
+    # the largest float32 below 1 is not "always": T = 2^32 - 256
+    below = np.float32(1.0) - np.float32(2.0**-24)
+    heads = np.asarray(jax.jit(coin)(_COIN_KEYS, jnp.float32(below)))
+    np.testing.assert_array_equal(heads, _words(_COIN_KEYS) < 2**32 - 256)
+
+
+def test_bernoulli_compressor_uses_the_coin():
+    """bernoulli(p) sends exactly when bernoulli_coin(key, p) is heads, and its omega is the
+    exact 1/p_eff - 1 with p_eff = coin_threshold(p)/2^32."""
+    from jaxdist.compressors import bernoulli
+
+    p = 0.3
+    c = bernoulli(p)
+    x = jnp.arange(1.0, 6.0)
+    sent = jax.vmap(lambda k: jnp.any(c.compress(k, x) != 0))(_COIN_KEYS[:512])
+    heads = jax.vmap(lambda k: _sampling.bernoulli_coin(k, p))(_COIN_KEYS[:512])
+    np.testing.assert_array_equal(np.asarray(sent), np.asarray(heads))
+    p_eff = _sampling.coin_threshold(p) / 2**32
+    assert c.omega(5) == 1 / p_eff - 1 != 1 / p - 1

@@ -14,7 +14,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from jaxdist.compressors._base import payload_bits, per_leaf
-from jaxdist.compressors._sparsification import bernoulli, perm_k, perm_k_compress, rand_k, top_k
+from jaxdist.compressors._sparsification import bernoulli, perm_k, rand_k, top_k
 
 N_MC = 20_000  # Monte-Carlo samples
 Z = 6.0  # tolerance in standard errors
@@ -206,15 +206,39 @@ def test_bad_parameters():
         top_k(-1)
     with pytest.raises(ValueError, match="k=4 is larger than the dimension d=2"):
         top_k(4).compress(jax.random.key(0), jnp.ones(2))
-    for p in (0.0, -0.1, 1.5, float("nan")):
+    for p in (0.0, -0.1, 1.5):
         with pytest.raises(ValueError, match=r"p must be in \(0, 1\]"):
             bernoulli(p)
+    with pytest.raises(ValueError, match="p must not be NaN"):
+        bernoulli(float("nan"))
     with pytest.raises(ValueError, match="num_workers must be >= 1"):
         perm_k(num_workers=0)
-    with pytest.raises(ValueError, match="num_workers must be >= 1"):
-        perm_k_compress(jax.random.key(0), jnp.ones(3), 0, 0)
-    with pytest.raises(ValueError, match="worker must be in"):
-        perm_k_compress(jax.random.key(0), jnp.ones(3), 3, 3)
+
+
+def test_bad_argument_types_name_the_parameter():
+    for bad in ("no", 1, None, np.float32(1.0)):
+        with pytest.raises(TypeError, match="scaled must be True or False"):
+            rand_k(5, scaled=bad)
+        with pytest.raises(TypeError, match="shared must be True or False"):
+            rand_k(5, shared=bad)
+    assert rand_k(5, scaled=np.bool_(False)) == rand_k(5, scaled=False)  # NumPy bools are bools
+    for bad in ("0.5", "abc", None, True, [0.5], 1j):
+        with pytest.raises(TypeError, match="^p must be"):
+            bernoulli(bad)
+    for bad in (3, None, b"seed"):
+        with pytest.raises(TypeError, match="index_coding must be one of the strings"):
+            rand_k(2, index_coding=bad)
+        with pytest.raises(TypeError, match="index_coding must be one of the strings"):
+            top_k(2, index_coding=bad)
+    for bad in ("3", 3.0, True):
+        with pytest.raises(TypeError, match="^k must be a Python int"):
+            rand_k(bad)
+        with pytest.raises(TypeError, match="^k must be a Python int"):
+            top_k(bad)
+        with pytest.raises(TypeError, match="^num_workers must be a Python int"):
+            perm_k(num_workers=bad)
+    with pytest.raises(TypeError, match="axis_name must be hashable"):
+        perm_k(axis_name=["workers"])
 
 
 def test_constants():
@@ -497,9 +521,13 @@ def test_perm_k_vmap_matches_loop(m, d):
 
     simulated, decoded, payloads = simulate(key, a)
     _bitwise_equal(decoded, simulated)
-    single = jax.jit(perm_k_compress, static_argnums=3)
-    for w in range(m):  # a Python loop over workers, no axis
-        _bitwise_equal(single(key, a[w], w, m), simulated[w])
+    c_m = perm_k(num_workers=m)
+    single = jax.jit(lambda key, x, w: c_m.compress(key, x, worker=w))
+    for w in range(m):  # a Python loop over workers, no axis; the index is data
+        _bitwise_equal(single(key, a[w], w), simulated[w])
+        _bitwise_equal(c_m.compress(key, a[w], worker=w), simulated[w])  # eager, concrete
+        message = jax.tree_util.tree_map(lambda leaf, w=w: leaf[w], payloads)
+        _bitwise_equal(c_m.decode(key, message, a[w], worker=w), simulated[w])
     one = jax.tree_util.tree_map(lambda leaf: leaf[0], payloads)
     assert payload_bits(one) == perm_k(num_workers=m).bits(d) == (-(-d // m) * 32 if d >= m else 32)
 
@@ -540,11 +568,11 @@ def test_perm_k_pytree_dtypes_and_nonfinite(x64):
     assert out["w"].dtype == jnp.float64
     # 8 coordinates, each sent by exactly one worker, scaled by M
     assert float(out["b"].sum() + out["w"].sum()) == 8 * m
-    single = jax.jit(perm_k_compress, static_argnums=3)
+    single = jax.jit(lambda key, x, w: c.compress(key, x, worker=w))
     for w in range(m):
         mine = jax.tree_util.tree_map(lambda leaf, w=w: leaf[w], tree)
         expected = jax.tree_util.tree_map(lambda leaf, w=w: leaf[w], out)
-        _tree_bitwise_equal(single(key, mine, w, m), expected)
+        _tree_bitwise_equal(single(key, mine, w), expected)
     for dtype, z in zip(dtypes, by_dtype, strict=True):
         assert z.dtype == jnp.dtype(dtype) and z.shape == (m, 7)
     y, owner = np.asarray(y), np.asarray(owner) != 0
@@ -578,3 +606,70 @@ def test_perm_k_errors():
     assert c.omega(10) == 3.0 and c.omega(3) == 2.0
     assert c.bits(10) == 3 * 32 and c.bits(3) == 32 and c.bits(8, "bfloat16") == 2 * 16
     assert c.kept_fn(10) == 3 and c.kept_fn(2) == 1
+
+
+def test_perm_k_worker_as_data():
+    """worker=m as data: a Python int, a traced int32 (vmap over jnp.arange(M) without an
+    axis name), or the axis index by default; all give the same messages."""
+    m, d = 4, 10
+    c = perm_k(num_workers=m)
+    a = _workers(m, d, seed=22)
+    key = jax.random.key(23)
+    by_axis = _perm_k_round(c, key, a)
+    by_data = jax.jit(jax.vmap(lambda w, x: c.compress(key, x, worker=w)))(jnp.arange(m), a)
+    _bitwise_equal(by_data, by_axis)
+    # without num_workers, worker= under the axis takes M from the axis size
+    free = jax.vmap(lambda x: perm_k().compress(key, x, worker=jnp.int32(2)), axis_name="workers")(
+        a
+    )
+    _bitwise_equal(free, jax.vmap(lambda x: c.compress(key, x, worker=2))(a))
+    # a receiver decodes every sender's message with the sender's index as data
+    payloads = jax.vmap(c.encode, (None, 0), axis_name="workers")(key, a)
+    decoded = jax.vmap(lambda w, p: c.decode(key, p, a[0], worker=w))(jnp.arange(m), payloads)
+    _bitwise_equal(decoded, by_axis)
+    # a concrete worker index overrides the axis index
+    second = jax.vmap(lambda x: c.compress(key, x, worker=1), axis_name="workers")(a)
+    _bitwise_equal(second, jax.vmap(lambda x: c.compress(key, x, worker=1))(a))
+
+
+def test_perm_k_worker_errors_and_traced_out_of_range_is_nan():
+    m, d = 4, 10
+    c = perm_k(num_workers=m)
+    key, x = jax.random.key(24), _x((d,), seed=25)
+    for bad in (4, -1, 100):
+        with pytest.raises(ValueError, match=f"worker={bad} is out of range for M=4"):
+            c.compress(key, x, worker=bad)
+        with pytest.raises(ValueError, match=f"worker={bad} is out of range for M=4"):
+            c.encode(key, x, worker=bad)
+    with pytest.raises(ValueError, match="worker=4 is out of range for M=4"):
+        c.decode(key, c.encode(key, x, worker=0), x, worker=4)
+    for bad in (1.0, True, "1", jnp.ones(2, jnp.int32)):
+        with pytest.raises(TypeError, match="worker must be an integer scalar"):
+            c.compress(key, x, worker=bad)
+    with pytest.raises(TypeError, match="worker must be an integer scalar"):
+        jax.jit(lambda w: c.compress(key, x, worker=w))(1.0)
+    with pytest.raises(ValueError, match=r"the number of workers M must be static.*num_workers=M"):
+        perm_k().compress(key, x, worker=0)
+    # Traced and out of range: the payload values and the output are all NaN, never another
+    # worker's block (documented in perm_k's docstring).
+    compress = jax.jit(lambda w: c.compress(key, x, worker=w))
+    encode = jax.jit(lambda w: c.encode(key, x, worker=w))
+    decode = jax.jit(lambda w, p: c.decode(key, p, x, worker=w))
+    good = encode(0)
+    for bad in (-1, 4, 7):
+        assert np.all(np.isnan(np.asarray(compress(bad))))
+        assert np.all(np.isnan(np.asarray(encode(bad)["values"])))
+        assert np.all(np.isnan(np.asarray(decode(bad, good))))
+    for w in range(m):  # in range, the traced path equals the concrete one
+        _bitwise_equal(compress(w), c.compress(key, x, worker=w))
+        assert not np.any(np.isnan(np.asarray(compress(w))))
+
+
+@pytest.mark.parametrize("m,d", [(4, 12), (6, 3)])
+def test_perm_k_linear_gradient(m, d):
+    """With the key and worker fixed, Perm-K is linear: grad <w, C(x)> = C(w)."""
+    c = perm_k(num_workers=m)
+    key, x, w = jax.random.key(26), _x((d,), seed=27), _x((d,), seed=28)
+    for worker in range(m):
+        grad = jax.grad(lambda v, worker=worker: jnp.vdot(w, c.compress(key, v, worker=worker)))(x)
+        np.testing.assert_allclose(grad, c.compress(key, w, worker=worker), rtol=1e-6)

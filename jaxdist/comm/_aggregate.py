@@ -40,8 +40,11 @@ def compressed_mean(
     * ``mode="dense"`` (simulation): ``pmean`` of the decoded d-vectors ``C_m(x_m)``.
     * ``mode="gather"`` (the wire): ``all_gather`` of the *payloads* (what a real network
       carries: kept values, packed indices, norms), then every worker decodes every message
-      with its sender's key and averages. For shared-key Rand-K and Perm-K the payloads are
-      the dense ``K``- or ``d/M``-blocks, so this is an all-gather of disjoint blocks.
+      with its sender's key ``worker_key(key, index=m)`` (or the shared key) and its sender's
+      index passed as data, ``decode(..., worker=m)`` (a plain ``jax.vmap`` over
+      ``jnp.arange(M)``: the worker axis is not bound again), and averages. For shared-key
+      Rand-K and Perm-K the payloads are the dense ``K``- or ``d/M``-blocks, so this is an
+      all-gather of disjoint blocks.
 
     Both modes decode the same messages and divide the sum by ``M``. Under ``vmap`` both sum
     the stacked messages with XLA's reduce, so they agree bitwise for operators whose decoder
@@ -82,41 +85,17 @@ def compressed_mean(
         local = compressor.compress(wkey, x)
         mean = worker_mean(local, axis_name)
         return (mean, local) if return_local else mean
-    if compressor.needs_axis:
-        mean, local = _gather_needs_axis(compressor, wkey, x, axis_name)
-        return (mean, local) if return_local else mean
     payload = compressor.encode(wkey, x)
     payloads = worker_gather(payload, axis_name)
     num = axis_size(axis_name)
-    if compressor.shared_key:
-        keys = _broadcast_key(key, num)
-    else:
-        keys = jax.vmap(lambda m: jax.random.fold_in(key, m))(jnp.arange(num, dtype=jnp.int32))
-    decoded = jax.vmap(lambda k, p: compressor.decode(k, p, x))(keys, payloads)
+
+    def decode_from(sender, message):
+        # the sender's key and worker index, as data: no collective, no axis re-binding
+        sender_key = worker_key(key, shared=compressor.shared_key, index=sender)
+        return compressor.decode(sender_key, message, x, worker=sender)
+
+    decoded = jax.vmap(decode_from)(jnp.arange(num, dtype=jnp.int32), payloads)
     mean = jax.tree_util.tree_map(lambda v: jnp.sum(v, axis=0) / num, decoded)
     if return_local:
         return mean, compressor.decode(wkey, payload, x)
     return mean
-
-
-def _broadcast_key(key: jax.Array, num: int) -> jax.Array:
-    return jnp.broadcast_to(key, (num, *key.shape))
-
-
-def _gather_needs_axis(compressor: Compressor, wkey: jax.Array, x: Any, axis_name: AxisName):
-    """Gather mode for operators that read the worker axis themselves (Perm-K).
-
-    Their decoder places a message using the *sender's* worker index, read from the axis. The
-    payloads (for Perm-K the disjoint ``d/M`` blocks) are all-gathered, then decoded under a
-    nested ``vmap`` that binds ``axis_name`` again with size ``M``: inside it
-    ``axis_index(axis_name)`` is the sender's index, so each message is decoded as its sender
-    would. The key is shared, as such operators require.
-    """
-    payload = compressor.encode(wkey, x)
-    payloads = worker_gather(payload, axis_name)
-    num = axis_size(axis_name)
-    decoded = jax.vmap(lambda p: compressor.decode(wkey, p, x), axis_name=axis_name, axis_size=num)(
-        payloads
-    )
-    mean = jax.tree_util.tree_map(lambda v: jnp.sum(v, axis=0) / num, decoded)
-    return mean, compressor.decode(wkey, payload, x)

@@ -9,7 +9,9 @@
 
 Every combinator acts on the flattened vector; wrap the result in
 :func:`~jaxdist.compressors.per_leaf` for layer-wise compression. The parts receive independent
-keys (``jax.random.split`` of the caller's key).
+keys (``jax.random.split`` of the caller's key) and the same ``worker`` index. A combinator is
+equal to another when it is the same combinator of equal parts. Gradients flow through the
+parts by the chain rule (see :mod:`jaxdist.compressors`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxdist.compressors._base import Compressor, float_bits
+from jaxdist._validate import check_int
+from jaxdist.compressors._base import (
+    Compressor,
+    PerLeaf,
+    Sparsifier,
+    VectorCompressor,
+    config,
+    float_bits,
+)
 
 __all__ = ["compose", "scaled", "induced", "top_k_quantized"]
 
@@ -29,10 +39,10 @@ __all__ = ["compose", "scaled", "induced", "top_k_quantized"]
 # Helpers.
 
 
-def _require_compressor(c: Any, name: str) -> Compressor:
+def _require_compressor(c: Any, name: str) -> VectorCompressor:
     if not isinstance(c, Compressor):
         raise TypeError(f"{name} must be a Compressor, got {type(c).__name__}: {c!r}")
-    if c.per_leaf:
+    if isinstance(c, PerLeaf) or not isinstance(c, VectorCompressor):
         raise ValueError(
             f"{name}={c.name} is a per_leaf compressor; combinators act on the flattened vector. "
             "Combine the plain compressors and wrap the result: per_leaf(compose(c2, c1))."
@@ -40,7 +50,7 @@ def _require_compressor(c: Any, name: str) -> Compressor:
     return c
 
 
-def _require_unbiased(c: Compressor, name: str, what: str) -> None:
+def _require_unbiased(c: VectorCompressor, name: str, what: str) -> None:
     if not c.unbiased:
         raise ValueError(f"{what} needs an unbiased {name}; {name}={c.name} is biased")
     if c.omega_fn is None:
@@ -50,7 +60,7 @@ def _require_unbiased(c: Compressor, name: str, what: str) -> None:
         )
 
 
-def _axis(*cs: Compressor) -> tuple[bool, Any]:
+def _axis(*cs: VectorCompressor) -> tuple[bool, Any]:
     needs = [c for c in cs if c.needs_axis]
     names = {c.axis_name for c in needs}
     if len(names) > 1:
@@ -59,23 +69,18 @@ def _axis(*cs: Compressor) -> tuple[bool, Any]:
     return bool(needs), (names.pop() if names else None)
 
 
-def _split(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _split(key: Any) -> tuple[Any, Any]:
+    if key is None:  # deterministic parts
+        return None, None
     k1, k2 = jax.random.split(key)
     return k1, k2
-
-
-def _apply(c: Compressor, key: jax.Array, v: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """``c`` on the flat vector ``v`` (its direct path, which equals decode ∘ encode bitwise)."""
-    if c.compress_fn is not None:
-        return c.compress_fn(key, v, shape)
-    return c.decode_fn(key, c.encode_fn(key, v, shape), v.shape[0], v.dtype, shape)
 
 
 # ---------------------------------------------------------------------------------------------
 # compose
 
 
-def compose(c2: Compressor, c1: Compressor) -> Compressor:
+def compose(c2: Compressor, c1: Compressor) -> VectorCompressor:
     """The composition :math:`C(x) = C_2(C_1(x))`, with independent keys for the two parts.
 
     Unbiased with :math:`\\omega = (\\omega_1 + 1)(\\omega_2 + 1) - 1` when both parts are
@@ -86,9 +91,9 @@ def compose(c2: Compressor, c1: Compressor) -> Compressor:
     :math:`C_1`'s message plus ``c2.bits(K)`` when :math:`C_1` is a sparsifier, else
     ``c2.bits(d)``.
 
-    *Sparsifier first* (``c1.kept_fn`` set: Rand-K, Top-K, Bernoulli, identity, and Perm-K
-    built with ``num_workers``):
-    :math:`C_2` acts on the :math:`K` raw kept values only, and :math:`C_1`'s decoder places
+    *Sparsifier first* (``c1`` sends raw kept values: Rand-K, Top-K, Bernoulli, identity, and
+    Perm-K built with ``num_workers``, also after :func:`scaled`): :math:`C_2` acts on the
+    :math:`K` raw kept values only, and :math:`C_1`'s decoder places
     (and rescales) :math:`C_2`'s output, so
     :math:`C(x) = L_S\\,C_2(x_S)` where :math:`L_S` is :math:`C_1`'s decoding map (for
     Rand-K, :math:`L_S = (d/K)\\,\\cdot` embedding of :math:`S`). The message is :math:`C_1`'s
@@ -157,10 +162,10 @@ def compose(c2: Compressor, c1: Compressor) -> Compressor:
       Horváth, Ho, Horváth, Sahu, Canini, Richtárik, `Natural Compression for Distributed Deep
       Learning <https://arxiv.org/abs/1905.10988>`_, 2019 (Theorem 5).
     """
-    _require_compressor(c2, "c2")
-    _require_compressor(c1, "c1")
+    c2 = _require_compressor(c2, "c2")
+    c1 = _require_compressor(c1, "c1")
     needs_axis, axis_name = _axis(c1, c2)
-    sparse = c1.kept_fn is not None
+    sparse = isinstance(c1, Sparsifier)
 
     def kept(d: int) -> int:
         return int(c1.kept_fn(d)) if sparse else d
@@ -169,19 +174,16 @@ def compose(c2: Compressor, c1: Compressor) -> Compressor:
         return (kept(d),) if sparse else shape
 
     def check(d: int, shape: tuple[int, ...]) -> None:
-        c1._check(d, shape)
-        k = kept(d)
-        c2._check(k, inner_shape(d, shape))
+        c1.check(d, shape)
+        c2.check(kept(d), inner_shape(d, shape))
 
     if sparse:
 
-        def encode(key, v, shape):
+        def encode(key, v, shape, worker=None):
             k1, k2 = _split(key)
-            p1 = c1.encode_fn(k1, v, shape)
+            p1 = c1.encode_vec(k1, v, shape, worker)
             if not isinstance(p1, dict) or "values" not in p1:
-                raise TypeError(
-                    f"c1={c1.name} sets kept_fn, so its payload must be a dict with 'values'"
-                )
+                raise TypeError(f"c1={c1.name} is a sparsifier: its payload must have 'values'")
             k = kept(v.shape[0])
             values = p1["values"]
             if values.shape != (k,):
@@ -189,32 +191,31 @@ def compose(c2: Compressor, c1: Compressor) -> Compressor:
                     f"c1={c1.name}: payload values have shape {values.shape}, "
                     f"expected ({k},) = (kept_fn(d),)"
                 )
-            return {**p1, "values": c2.encode_fn(k2, values, (k,))}
+            return {**p1, "values": c2.encode_vec(k2, values, (k,), worker)}
 
-        def decode(key, payload, d, dtype, shape):
+        def decode(key, payload, d, dtype, shape, worker=None):
             k1, k2 = _split(key)
             k = kept(d)
-            values = c2.decode_fn(k2, payload["values"], k, dtype, (k,))
-            return c1.decode_fn(k1, {**payload, "values": values}, d, dtype, shape)
+            values = c2.decode_vec(k2, payload["values"], k, dtype, (k,), worker)
+            return c1.decode_vec(k1, {**payload, "values": values}, d, dtype, shape, worker)
 
-        def bits(d, dtype, shape=None):
-            shape = shape if shape is not None else (d,)
+        def bits(d, dtype, shape):
             k = kept(d)
             index_part = c1.bits_at(d, dtype, shape) - k * float_bits(dtype)
             return index_part + c2.bits_at(k, dtype, (k,))
 
     else:
 
-        def encode(key, v, shape):
+        def encode(key, v, shape, worker=None):
             k1, k2 = _split(key)
-            return c2.encode_fn(k2, _apply(c1, k1, v, shape), shape)
+            return c2.encode_vec(k2, c1.compress_vec(k1, v, shape, worker), shape, worker)
 
-        def decode(key, payload, d, dtype, shape):
+        def decode(key, payload, d, dtype, shape, worker=None):
             _, k2 = _split(key)
-            return c2.decode_fn(k2, payload, d, dtype, shape)
+            return c2.decode_vec(k2, payload, d, dtype, shape, worker)
 
-        def bits(d, dtype, shape=None):
-            return c2.bits_at(d, dtype, shape if shape is not None else (d,))
+        def bits(d, dtype, shape):
+            return c2.bits_at(d, dtype, shape)
 
     omega_fn = None
     if c1.unbiased and c2.unbiased and c1.omega_fn is not None and c2.omega_fn is not None:
@@ -227,23 +228,24 @@ def compose(c2: Compressor, c1: Compressor) -> Compressor:
     if sparse and c1.projection and c1.alpha_fn is not None and c2_contracts:
 
         def alpha_fn(d):
-            a1 = c1.alpha_fn(d)
+            a1 = c1.alpha_at(d)
             k = kept(d)
             candidates = []
-            if c2.alpha_fn is not None and c2.alpha_fn(k) is not None:
-                candidates.append(c2.alpha_fn(k))
+            if c2.alpha_at(k) is not None:
+                candidates.append(c2.alpha_at(k))
             if c2.unbiased and c2.omega_fn is not None and c2.omega_fn(k) < 1.0:
                 candidates.append(1.0 - c2.omega_fn(k))
             if a1 is None or not candidates:
                 return None
             return a1 * max(candidates)
 
-    return Compressor(
-        bits_uses_shape=True,
+    return VectorCompressor(
         name=f"compose({c2.name}, {c1.name})",
+        config=config("compose", c2=c2, c1=c1),
         encode_fn=encode,
         decode_fn=decode,
         bits_fn=bits,
+        bits_uses_shape=True,
         omega_fn=omega_fn,
         alpha_fn=alpha_fn,
         unbiased=c1.unbiased and c2.unbiased,
@@ -259,7 +261,7 @@ def compose(c2: Compressor, c1: Compressor) -> Compressor:
 # scaled
 
 
-def scaled(c: Compressor) -> Compressor:
+def scaled(c: Compressor) -> VectorCompressor:
     """The unbiased compressor ``c`` shrunk by :math:`1/(\\omega + 1)`: contractive.
 
     Contractive with :math:`\\alpha = 1/(\\omega + 1)`, where :math:`\\omega` is ``c.omega(d)``
@@ -293,48 +295,48 @@ def scaled(c: Compressor) -> Compressor:
       >>> scaled(rand_k(10)).alpha(100)  # 1 / (omega + 1) = K / d
       0.1
     """
-    _require_compressor(c, "c")
+    c = _require_compressor(c, "c")
     _require_unbiased(c, "c", "scaled")
 
     def factor(d: int, dtype: Any) -> jax.Array:
         return jnp.asarray(1.0 / (c.omega_fn(d) + 1.0), dtype=dtype)
 
-    def decode(key, payload, d, dtype, shape):
-        return c.decode_fn(key, payload, d, dtype, shape) * factor(d, dtype)
+    def encode(key, v, shape, worker=None):
+        return c.encode_vec(key, v, shape, worker)
 
-    compress_fn = None
-    if c.compress_fn is not None:
+    def decode(key, payload, d, dtype, shape, worker=None):
+        return c.decode_vec(key, payload, d, dtype, shape, worker) * factor(d, dtype)
 
-        def compress_fn(key, v, shape):
-            return c.compress_fn(key, v, shape) * factor(v.shape[0], v.dtype)
+    def compress(key, v, shape, worker=None):
+        return c.compress_vec(key, v, shape, worker) * factor(v.shape[0], v.dtype)
 
-    return Compressor(
-        bits_uses_shape=True,
+    common = dict(
         name=f"scaled({c.name})",
-        encode_fn=c.encode_fn,
+        config=config("scaled", c=c),
+        encode_fn=encode,
         decode_fn=decode,
-        compress_fn=compress_fn,
-        bits_fn=lambda d, dtype, shape=None: c.bits_at(
-            d, dtype, shape if shape is not None else (d,)
-        ),
-        omega_fn=None,
+        compress_fn=compress,
+        bits_fn=c.bits_at,
+        bits_uses_shape=True,
         alpha_fn=lambda d: 1.0 / (c.omega_fn(d) + 1.0),
         unbiased=False,
         shared_key=c.shared_key,
         deterministic=c.deterministic,
         needs_axis=c.needs_axis,
         axis_name=c.axis_name,
-        kept_fn=c.kept_fn,
-        projection=c.projection,  # an unbiased projection is the identity, which scaling keeps
-        check_fn=c._check,
+        check_fn=c.check,
     )
+    if isinstance(c, Sparsifier):
+        # an unbiased projection is the identity, which scaling keeps a projection
+        return Sparsifier(**common, kept_fn=c.kept_fn, projection=c.projection)
+    return VectorCompressor(**common)
 
 
 # ---------------------------------------------------------------------------------------------
 # induced
 
 
-def induced(biased: Compressor, unbiased: Compressor) -> Compressor:
+def induced(biased: Compressor, unbiased: Compressor) -> VectorCompressor:
     """The induced compressor :math:`C(x) = C_1(x) + C_2(x - C_1(x))`: unbiased.
 
     Unbiased with :math:`\\omega = \\omega_2 (1 - \\alpha_1)`, where :math:`C_1` = ``biased``
@@ -386,36 +388,36 @@ def induced(biased: Compressor, unbiased: Compressor) -> Compressor:
     needs_axis, axis_name = _axis(c1, c2)
 
     def check(d, shape):
-        c1._check(d, shape)
-        c2._check(d, shape)
+        c1.check(d, shape)
+        c2.check(d, shape)
 
-    def encode(key, v, shape):
+    def encode(key, v, shape, worker=None):
         k1, k2 = _split(key)
-        p1 = c1.encode_fn(k1, v, shape)
-        y1 = c1.decode_fn(k1, p1, v.shape[0], v.dtype, shape)
-        return {"biased": p1, "unbiased": c2.encode_fn(k2, v - y1, shape)}
+        p1 = c1.encode_vec(k1, v, shape, worker)
+        y1 = c1.decode_vec(k1, p1, v.shape[0], v.dtype, shape, worker)
+        return {"biased": p1, "unbiased": c2.encode_vec(k2, v - y1, shape, worker)}
 
-    def decode(key, payload, d, dtype, shape):
+    def decode(key, payload, d, dtype, shape, worker=None):
         k1, k2 = _split(key)
-        y1 = c1.decode_fn(k1, payload["biased"], d, dtype, shape)
-        return y1 + c2.decode_fn(k2, payload["unbiased"], d, dtype, shape)
+        y1 = c1.decode_vec(k1, payload["biased"], d, dtype, shape, worker)
+        return y1 + c2.decode_vec(k2, payload["unbiased"], d, dtype, shape, worker)
 
-    def bits(d, dtype, shape=None):
-        shape = shape if shape is not None else (d,)
+    def bits(d, dtype, shape):
         return c1.bits_at(d, dtype, shape) + c2.bits_at(d, dtype, shape)
 
     def omega_fn(d):
-        a1 = c1.alpha_fn(d)
+        a1 = c1.alpha_at(d)
         if a1 is None:
             return None
         return c2.omega_fn(d) * (1.0 - a1)
 
-    return Compressor(
-        bits_uses_shape=True,
+    return VectorCompressor(
         name=f"induced({c1.name}, {c2.name})",
+        config=config("induced", biased=c1, unbiased=c2),
         encode_fn=encode,
         decode_fn=decode,
         bits_fn=bits,
+        bits_uses_shape=True,
         omega_fn=omega_fn,
         unbiased=True,
         shared_key=c1.shared_key or c2.shared_key,
@@ -430,7 +432,7 @@ def induced(biased: Compressor, unbiased: Compressor) -> Compressor:
 # top_k_quantized
 
 
-def top_k_quantized(k: int, quantizer: Compressor) -> Compressor:
+def top_k_quantized(k: int, quantizer: Compressor) -> VectorCompressor:
     """Top-K followed by a rescaled unbiased quantiser of the kept values: contractive.
 
     Contractive with :math:`\\alpha = K / (d(\\omega + 1))`, where :math:`\\omega` is the
@@ -475,7 +477,8 @@ def top_k_quantized(k: int, quantizer: Compressor) -> Compressor:
     """
     from jaxdist.compressors._sparsification import top_k
 
-    _require_compressor(quantizer, "quantizer")
+    k = check_int("k", k, low=1)
+    quantizer = _require_compressor(quantizer, "quantizer")
     _require_unbiased(quantizer, "quantizer", "top_k_quantized")
     sparsifier = top_k(k)
     base = compose(scaled(quantizer), sparsifier)
@@ -485,5 +488,8 @@ def top_k_quantized(k: int, quantizer: Compressor) -> Compressor:
         return kk / (d * (quantizer.omega_fn(kk) + 1.0))
 
     return dataclasses.replace(
-        base, name=f"top_k_quantized(k={k}, {quantizer.name})", alpha_fn=alpha_fn
+        base,
+        name=f"top_k_quantized(k={k}, {quantizer.name})",
+        config=config("top_k_quantized", k=k, quantizer=quantizer),
+        alpha_fn=alpha_fn,
     )

@@ -14,6 +14,11 @@ is ``sign << e | exponent``. Its ``2 · 2^e`` values are used as follows:
 * the all-ones exponent is ``±inf``.
 
 So ``inf`` and ``NaN`` survive compression and stay distinguishable.
+
+Gradients (``jax.grad`` through ``compress``): :func:`natural` and :func:`truncate` work on the
+bits (``bitcast``), which is piecewise constant, so their gradient is **zero** (no
+straight-through estimate); :func:`cast` is a rounding ``astype``, whose gradient rounds the
+cotangent to the wire dtype and back (straight-through).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdist.compressors._base import Compressor, float_bits, pack_uint, unpack_uint
+from jaxdist.compressors._base import VectorCompressor, config, float_bits, pack_uint, unpack_uint
 
 __all__ = ["natural", "truncate", "cast", "float_layout", "exponent_bits"]
 
@@ -132,7 +137,7 @@ def _natural_codes(key, v):
     return _canonical(neg, exp + up, is_nan, v.dtype)
 
 
-def natural() -> Compressor:
+def natural() -> VectorCompressor:
     r"""Natural compression :math:`C_{\rm nat}`: unbiased stochastic rounding to a power of two.
 
     Unbiased with ω = 1/8 (Horváth et al. 2019, Thm 3). Bits: sign + exponent per coordinate,
@@ -187,8 +192,9 @@ def natural() -> Compressor:
         del shape
         return _from_codes(*_natural_codes(key, v), v.dtype)
 
-    return Compressor(
+    return VectorCompressor(
         name="natural()",
+        config=config("natural"),
         encode_fn=encode,
         decode_fn=decode,
         compress_fn=compress,
@@ -210,7 +216,7 @@ def _truncate_codes(v):
     return _canonical(neg, exp, is_nan, v.dtype)
 
 
-def truncate() -> Compressor:
+def truncate() -> VectorCompressor:
     r"""Mantissa truncation: :math:`C(t) = \operatorname{sign}(t)\, 2^{\lfloor \log_2 |t| \rfloor}`.
 
     Biased, deterministic, contractive with α = 3/4: :math:`|C(t) - t| < |t|/2`, so
@@ -249,8 +255,9 @@ def truncate() -> Compressor:
         del key, shape
         return _from_codes(*_truncate_codes(v), v.dtype)
 
-    return Compressor(
+    return VectorCompressor(
         name="truncate()",
+        config=config("truncate"),
         encode_fn=encode,
         decode_fn=decode,
         compress_fn=compress,
@@ -265,10 +272,12 @@ def truncate() -> Compressor:
 
 
 def _check_cast_dtype(dtype) -> np.dtype:
+    if dtype is None or isinstance(dtype, bool | int | float):
+        raise TypeError(f"cast: dtype must be a floating-point dtype, got dtype={dtype!r}")
     try:
         target = jnp.dtype(dtype)
     except TypeError as e:
-        raise ValueError(f"cast: dtype must be a floating-point dtype, got dtype={dtype!r}") from e
+        raise TypeError(f"cast: dtype must be a floating-point dtype, got dtype={dtype!r}") from e
     if not jnp.issubdtype(target, jnp.floating):
         raise ValueError(
             f"cast: dtype must be a floating-point dtype (bfloat16, float16, ...), "
@@ -277,7 +286,7 @@ def _check_cast_dtype(dtype) -> np.dtype:
     return target
 
 
-def cast(dtype) -> Compressor:
+def cast(dtype) -> VectorCompressor:
     r"""Low-precision cast: round to ``dtype`` (round to nearest even) and back.
 
     Biased, deterministic, contractive with α = 1 − u², where u is the unit roundoff of the
@@ -298,6 +307,7 @@ def cast(dtype) -> Compressor:
       A :class:`~jaxdist.compressors.Compressor` (deterministic, ``alpha(d) = 1 - u^2``).
 
     Raises:
+      TypeError: if ``dtype`` is not a dtype at all (``None``, a number, an unknown name).
       ValueError: if ``dtype`` is not a floating-point dtype, or (when compressing / asking
         for bits) it is wider than the input dtype.
     """
@@ -331,8 +341,9 @@ def cast(dtype) -> Compressor:
         check(dtype)
         return d * float_bits(target)
 
-    return Compressor(
+    return VectorCompressor(
         name=f"cast(dtype={target})",
+        config=config("cast", dtype=target),
         encode_fn=encode,
         decode_fn=decode,
         compress_fn=compress,

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from jaxdist.compressors._base import Compressor, float_bits
+from jaxdist.compressors._base import Sparsifier, config, float_bits
 
 
-def identity() -> Compressor:
+def identity() -> Sparsifier:
     """The identity operator C(x) = x: sends all d values.
 
     Unbiased with ω = 0 and contractive with α = 1. Bits: ``d · b`` for ``b``-bit floats.
+    Gradients: ``jax.grad`` through ``compress`` is the identity.
 
     Returns:
       A :class:`~jaxdist.compressors.Compressor`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jaxdist.compressors import identity
+      >>> identity().compress(None, jnp.array([1.0, 2.0])).tolist()
+      [1.0, 2.0]
+      >>> identity().bits(10), identity().omega(10), identity().alpha(10)
+      (320, 0.0, 1.0)
     """
 
     def encode(key, v, shape):
@@ -26,8 +35,9 @@ def identity() -> Compressor:
         del key, shape
         return v
 
-    return Compressor(
+    return Sparsifier(
         name="identity()",
+        config=config("identity"),
         encode_fn=encode,
         decode_fn=decode,
         compress_fn=compress,

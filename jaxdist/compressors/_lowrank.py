@@ -13,18 +13,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxdist.compressors._base import (
-    Compressor,
-    check_int,
-    float_bits,
-)
+from jaxdist._validate import check_int
+from jaxdist.compressors._base import VectorCompressor, compute_dtype, config, float_bits
 
 __all__ = ["power_sgd"]
-
-
-def _compute_dtype(dtype: Any) -> Any:
-    """Arithmetic dtype: at least float32 (bfloat16/float16 inputs are computed in float32)."""
-    return jnp.promote_types(jnp.dtype(dtype), jnp.float32)
 
 
 def _outer_sum(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -66,7 +58,7 @@ def _encode(key: jax.Array, v: jax.Array, n: int, m: int, rank: int) -> dict[str
     Jitted as one program, so eager calls compile once per shape (not once per primitive).
     """
     d = v.shape[0]
-    cdt = _compute_dtype(v.dtype)
+    cdt = compute_dtype(v.dtype)
     g = jnp.pad(v.astype(cdt), (0, n * m - d)).reshape(n, m)
     q = jax.random.normal(key, (m, rank), cdt)
     p = _outer_sum(g.T, q)  # G Q, (n, r)
@@ -79,12 +71,12 @@ def _encode(key: jax.Array, v: jax.Array, n: int, m: int, rank: int) -> dict[str
 @functools.partial(jax.jit, static_argnums=(2, 3))
 def _decode(p: jax.Array, q: jax.Array, d: int, dtype: Any) -> jax.Array:
     """``P_hat Q'^T``, flattened row-major, its first ``d`` entries, in ``dtype``."""
-    cdt = _compute_dtype(dtype)
+    cdt = compute_dtype(dtype)
     g_hat = _outer_sum(p.astype(cdt).T, q.astype(cdt).T)  # P_hat Q'^T, (n, m)
     return g_hat.reshape(-1)[:d].astype(dtype)
 
 
-def power_sgd(rank: int, *, shape: tuple[int, int] | None = None) -> Compressor:
+def power_sgd(rank: int, *, shape: tuple[int, int] | None = None) -> VectorCompressor:
     """PowerSGD's rank-``rank`` compressor: one power-iteration step from a shared random start.
 
     Biased; no worst-case contraction constant (``alpha`` returns ``None``), but it is an
@@ -125,9 +117,19 @@ def power_sgd(rank: int, *, shape: tuple[int, int] | None = None) -> Compressor:
       shape: optional ``(n, m)`` view forced on every input, which must have
         :math:`d \\le n m` entries (zero padded to :math:`n m`).
 
+    A flattened pytree is one vector viewed as a near-square matrix, which mixes layers; use
+    ``per_leaf(power_sgd(r))`` to compress each weight matrix as itself. Gradients: the operator
+    is differentiable for a fixed key, including the dependence of :math:`\\hat P` on the input
+    through the QR decomposition.
+
     Returns:
       A :class:`~jaxdist.compressors.Compressor` (shared key, biased, ``omega`` and ``alpha``
       ``None``) whose payload is ``{"p": P_hat (n, r), "q": Q' (m, r)}``.
+
+    Raises:
+      TypeError: if ``rank`` is not an int or ``shape`` not a pair of ints.
+      ValueError: if ``rank < 1``, a side of ``shape`` is below 1, or ``rank`` exceeds
+        ``min(n, m)`` (at construction for a forced ``shape``, else at trace time).
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -145,15 +147,9 @@ def power_sgd(rank: int, *, shape: tuple[int, int] | None = None) -> Compressor:
     """
     rank = check_int("rank", rank, low=1)
     if shape is not None:
-        if (
-            not isinstance(shape, tuple | list)
-            or len(shape) != 2
-            or any(isinstance(s, bool) or not isinstance(s, int) for s in shape)
-        ):
-            raise ValueError(f"shape must be a pair of ints (n, m), got shape={shape!r}")
-        shape = (int(shape[0]), int(shape[1]))
-        if min(shape) < 1:
-            raise ValueError(f"shape must have n >= 1 and m >= 1, got shape={shape}")
+        if not isinstance(shape, tuple | list) or len(shape) != 2:
+            raise TypeError(f"shape must be a pair of ints (n, m), got shape={shape!r}")
+        shape = (check_int("shape[0]", shape[0], low=1), check_int("shape[1]", shape[1], low=1))
         if rank > min(shape):
             raise ValueError(
                 f"rank={rank} exceeds min(n, m) = {min(shape)} of shape={shape}; "
@@ -195,9 +191,10 @@ def power_sgd(rank: int, *, shape: tuple[int, int] | None = None) -> Compressor:
         return float_bits(dtype) * rank * (n + m)
 
     suffix = "" if forced is None else f", shape={forced}"
-    return Compressor(
+    return VectorCompressor(
         bits_uses_shape=True,
         name=f"power_sgd(rank={rank}{suffix})",
+        config=config("power_sgd", rank=rank, shape=forced),
         encode_fn=encode,
         decode_fn=decode,
         bits_fn=bits,

@@ -19,6 +19,12 @@ Conventions shared by the norm-based operators (:func:`ternary`, :func:`terngrad
 * Bernoulli draws use one 32-bit uniform integer per coordinate (64-bit for float64):
   ``P(round up) = round(p · 2^32) / 2^32``, exact for ``p >= 2^-9`` and within ``2^-33``
   otherwise.
+* **Pytrees** are one flattened vector: one norm for all leaves (wrap in
+  :func:`~jaxdist.compressors.per_leaf` for one norm per leaf).
+* **Gradients** (``jax.grad`` through ``compress``, key fixed): the output is
+  ``‖x‖_p · u(x)`` with piecewise-constant levels ``u``, so the gradient flows through the sent
+  norm only, ``⟨g, C(x)⟩/‖x‖_p · ∇‖x‖_p`` for the cotangent ``g``; the rounding itself has zero
+  gradient. :func:`stochastic_round` and :func:`sign` (no norm) have a **zero** gradient.
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdist._validate import check_int, check_number
 from jaxdist.compressors._base import (
-    Compressor,
-    check_int,
+    VectorCompressor,
+    compute_dtype,
+    config,
     float_bits,
     pack_uint,
     unpack_uint,
@@ -56,11 +64,6 @@ _MAX_NATURAL_LEVELS = 126  # the smallest level 2^(1-s) must be a normal float32
 
 # ---------------------------------------------------------------------------------------------
 # Shared helpers.
-
-
-def _compute_dtype(dtype):
-    """float64 for float64 inputs, float32 otherwise (bfloat16, float16, float32)."""
-    return jnp.dtype(jnp.float64) if jnp.dtype(dtype) == jnp.float64 else jnp.dtype(jnp.float32)
 
 
 def _uint_for(cdtype):
@@ -129,19 +132,28 @@ def _lp_norm(a, p):
     return jnp.where(ok, jnp.maximum(n, ms), m)
 
 
-def _check_levels(name: str, value, high: int) -> int:
-    if isinstance(value, float | np.floating):
-        raise ValueError(f"{name} must be an integer in [1, {high}], got {name}={value!r}")
-    return check_int(name, value, low=1, high=high)
+def _check_scalar(name: str, value, **bounds) -> float:
+    """A concrete real scalar within ``bounds`` (see :func:`jaxdist._validate.check_number`)."""
+    check_number(name, value, allow_traced=False, **bounds)
+    if np.ndim(value) != 0:
+        raise TypeError(f"{name} must be a single number, got an array of shape {np.shape(value)}")
+    return float(np.asarray(value))
 
 
 def _check_p(p) -> float:
-    if isinstance(p, bool) or not isinstance(p, int | float | np.integer | np.floating):
-        raise TypeError(f"p must be a number >= 1 or inf, got {p!r} of type {type(p).__name__}")
-    p = float(p)
-    if not p >= 1.0:  # also catches NaN
-        raise ValueError(f"p must be >= 1 (or inf), got p={p}")
-    return p
+    """The norm index ``p >= 1`` (``math.inf`` allowed)."""
+    return _check_scalar("p", p, low=1.0)
+
+
+def _check_coding(coding, allowed: tuple[str, ...]) -> str:
+    if not isinstance(coding, str):
+        raise TypeError(
+            f"coding must be one of the strings {allowed}, got {coding!r} of type "
+            f"{type(coding).__name__}"
+        )
+    if coding not in allowed:
+        raise ValueError(f"coding must be one of {allowed}, got coding={coding!r}")
+    return coding
 
 
 def _level_bits(s: int) -> int:
@@ -153,7 +165,7 @@ def _norm_and_ratio(v, p):
     """The sent norm (input dtype) and ``|x_i| / norm`` in [0, 1] in the compute dtype (0 where
     the norm is 0 or not finite). A true division, so the largest entry of an l_inf-scaled
     vector gets exactly 1."""
-    c = _compute_dtype(v.dtype)
+    c = compute_dtype(v.dtype)
     a = jnp.abs(v.astype(c))
     norm = _lp_norm(a, p).astype(v.dtype)
     nc = norm.astype(c)
@@ -173,7 +185,7 @@ def _finish(mag, neg, nc, dtype):
 
 def _dither_levels(key, v, s: int, p: float):
     """Norm (input dtype), negative-sign mask and levels in {0, ..., s} (uint32)."""
-    c = _compute_dtype(v.dtype)
+    c = compute_dtype(v.dtype)
     norm, ratio = _norm_and_ratio(v, p)
     y = ratio * s  # s |x_i| / ||x||, in [0, s]
     lo = jnp.floor(y)
@@ -185,7 +197,7 @@ def _dither_levels(key, v, s: int, p: float):
 
 
 def _dither_values(norm, neg, level, s: int, dtype):
-    c = _compute_dtype(dtype)
+    c = compute_dtype(dtype)
     nc = norm.astype(c)
     # Multiply by 1/s rounded once (not `nc / s`: XLA rewrites a division by a constant inside
     # jit but not in eager execution, which would break bitwise reproducibility).
@@ -193,7 +205,7 @@ def _dither_values(norm, neg, level, s: int, dtype):
     return _finish(mag, neg.astype(bool), nc, dtype)
 
 
-def _dither_compressor(name, s, p, omega_fn, *, coding="fixed"):
+def _dither_compressor(name, cfg, s, p, omega_fn, *, coding="fixed"):
     width = _level_bits(s)
 
     def encode(key, v, shape):
@@ -226,8 +238,9 @@ def _dither_compressor(name, s, p, omega_fn, *, coding="fixed"):
             return float_bits(dtype) + 8 * (-(-d // 5))
         return float_bits(dtype) + d * (1 + width)
 
-    return Compressor(
+    return VectorCompressor(
         name=name,
+        config=cfg,
         encode_fn=encode,
         decode_fn=decode,
         compress_fn=compress,
@@ -257,7 +270,7 @@ def _unpack_trits(packed, d):
     return t == jnp.uint32(2), (t != jnp.uint32(0)).astype(jnp.uint32)
 
 
-def ternary(*, coding: str = "2bit") -> Compressor:
+def ternary(*, coding: str = "2bit") -> VectorCompressor:
     r"""Three-level ℓ2 quantization: send ``||x||_2`` and, per coordinate, a sign and a coin.
 
     Unbiased with the **tight** ω = √d − 1. Bits: ``b + 2d`` (``coding="2bit"``: a sign bit
@@ -285,16 +298,17 @@ def ternary(*, coding: str = "2bit") -> Compressor:
       A :class:`~jaxdist.compressors.Compressor` (unbiased, ``omega(d) = sqrt(d) - 1``).
 
     Raises:
+      TypeError: if ``coding`` is not a string.
       ValueError: if ``coding`` is not one of the two codings.
 
     References:
       Alistarh, Grubic, Li, Tomioka, Vojnovic, `QSGD: Communication-Efficient SGD via Gradient
       Quantization and Encoding <https://arxiv.org/abs/1610.02132>`_, 2017.
     """
-    if coding not in ("2bit", "base3"):
-        raise ValueError(f"coding must be '2bit' or 'base3', got coding={coding!r}")
+    coding = _check_coding(coding, ("2bit", "base3"))
     return _dither_compressor(
         f"ternary(coding={coding!r})",
+        config("ternary", coding=coding),
         1,
         2.0,
         lambda d: math.sqrt(d) - 1.0,
@@ -302,7 +316,7 @@ def ternary(*, coding: str = "2bit") -> Compressor:
     )
 
 
-def terngrad() -> Compressor:
+def terngrad() -> VectorCompressor:
     r"""TernGrad: ternary quantization with the ℓ∞ scale.
 
     Unbiased with the tight ω = (√d − 1)/2. Bits: ``b + 2d`` (the scale ``||x||_∞`` in the
@@ -328,7 +342,12 @@ def terngrad() -> Compressor:
       in Distributed Deep Learning <https://arxiv.org/abs/1705.07878>`_, 2017.
     """
     return _dither_compressor(
-        "terngrad()", 1, math.inf, lambda d: (math.sqrt(d) - 1.0) / 2.0, coding="2bit"
+        "terngrad()",
+        config("terngrad"),
+        1,
+        math.inf,
+        lambda d: (math.sqrt(d) - 1.0) / 2.0,
+        coding="2bit",
     )
 
 
@@ -345,7 +364,7 @@ def qsgd_tight_omega(d: int, s: int) -> float:
     return min(d / (4.0 * s * s), math.sqrt(d) / s)
 
 
-def qsgd(s: int) -> Compressor:
+def qsgd(s: int) -> VectorCompressor:
     r"""QSGD with ``s`` uniform levels of ``|x_i| / ||x||_2``.
 
     Unbiased with ω = min(d/s², √d/s) (Alistarh et al. 2017, Lemma 3.1). Bits (fixed-length
@@ -375,15 +394,20 @@ def qsgd(s: int) -> Compressor:
       A :class:`~jaxdist.compressors.Compressor` (unbiased).
 
     Raises:
-      ValueError: if ``s`` is not an integer in range.
+      TypeError: if ``s`` is not an int (``4.0`` and ``"4"`` are refused).
+      ValueError: if ``s`` is out of range.
 
     References:
       Alistarh, Grubic, Li, Tomioka, Vojnovic, `QSGD: Communication-Efficient SGD via Gradient
       Quantization and Encoding <https://arxiv.org/abs/1610.02132>`_, 2017.
     """
-    s = _check_levels("s", s, _MAX_QSGD_LEVELS)
+    s = check_int("s", s, low=1, high=_MAX_QSGD_LEVELS)
     return _dither_compressor(
-        f"qsgd(s={s})", s, 2.0, lambda d: min(d / float(s * s), math.sqrt(d) / s)
+        f"qsgd(s={s})",
+        config("qsgd", s=s),
+        s,
+        2.0,
+        lambda d: min(d / float(s * s), math.sqrt(d) / s),
     )
 
 
@@ -403,7 +427,7 @@ def dither_tight_omega(d: int, s: int, p: float = 2.0) -> float:
     return min(d ** (2.0 / r) / (4.0 * s * s), d ** (1.0 / r) / s)
 
 
-def dither(s: int, *, p: float = 2.0) -> Compressor:
+def dither(s: int, *, p: float = 2.0) -> VectorCompressor:
     r"""Random (standard) dithering :math:`D^{p,s}_{\rm sta}`: ``s`` uniform levels in the ℓ_p norm.
 
     Unbiased with ω = (d^{1/r}/s)·min(1, d^{1/r}/s), r = min(p, 2). Bits: as :func:`qsgd`,
@@ -441,14 +465,15 @@ def dither(s: int, *, p: float = 2.0) -> Compressor:
       A :class:`~jaxdist.compressors.Compressor` (unbiased).
 
     Raises:
-      ValueError: if ``s`` or ``p`` is out of range.
+      TypeError: if ``s`` is not an int or ``p`` not a real number.
+      ValueError: if ``s`` or ``p`` is out of range (or ``p`` is NaN).
 
     References:
       Horváth, Ho, Horváth, Sahu, Canini, Richtárik, `Natural Compression for Distributed
       Deep Learning <https://arxiv.org/abs/1905.10988>`_, 2019;
       Alistarh et al., `QSGD <https://arxiv.org/abs/1610.02132>`_, 2017.
     """
-    s = _check_levels("s", s, _MAX_QSGD_LEVELS)
+    s = check_int("s", s, low=1, high=_MAX_QSGD_LEVELS)
     p = _check_p(p)
     r = min(p, 2.0)
 
@@ -456,7 +481,7 @@ def dither(s: int, *, p: float = 2.0) -> Compressor:
         a = d ** (1.0 / r) / s
         return a * min(1.0, a)
 
-    return _dither_compressor(f"dither(s={s}, p={p})", s, p, omega)
+    return _dither_compressor(f"dither(s={s}, p={p})", config("dither", s=s, p=p), s, p, omega)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -466,7 +491,7 @@ def dither(s: int, *, p: float = 2.0) -> Compressor:
 def _natural_dither_levels(key, v, s: int, p: float):
     """Norm, negative-sign mask and level codes k in {0, ..., s}: k = 0 is 0, k >= 1 is
     2^(k - s)."""
-    c = _compute_dtype(v.dtype)
+    c = compute_dtype(v.dtype)
     norm, y = _norm_and_ratio(v, p)  # y = |x_i| / ||x||_p in [0, 1]
     if c == jnp.float64:
         u, width, mbits, bias = jnp.uint64, 64, 52, 1023
@@ -495,7 +520,7 @@ def _pow2(e, cdtype):
 
 
 def _natural_dither_values(norm, neg, level, s: int, dtype):
-    c = _compute_dtype(dtype)
+    c = compute_dtype(dtype)
     nc = norm.astype(c)
     k = level.astype(jnp.int32)
     scale = _pow2(jnp.maximum(k - s, 1 - s), c)
@@ -503,7 +528,7 @@ def _natural_dither_values(norm, neg, level, s: int, dtype):
     return _finish(mag, neg.astype(bool), nc, dtype)
 
 
-def natural_dither(s: int, *, p: float = 2.0) -> Compressor:
+def natural_dither(s: int, *, p: float = 2.0) -> VectorCompressor:
     r"""Natural dithering :math:`D^{p,s}_{\rm nat}`: stochastic rounding of ``|x_i|/||x||_p`` to
     the levels ``0, 2^{1-s}, ..., 1/2, 1``.
 
@@ -529,13 +554,14 @@ def natural_dither(s: int, *, p: float = 2.0) -> Compressor:
       A :class:`~jaxdist.compressors.Compressor` (unbiased).
 
     Raises:
-      ValueError: if ``s`` or ``p`` is out of range.
+      TypeError: if ``s`` is not an int or ``p`` not a real number.
+      ValueError: if ``s`` or ``p`` is out of range (or ``p`` is NaN).
 
     References:
       Horváth, Ho, Horváth, Sahu, Canini, Richtárik, `Natural Compression for Distributed
       Deep Learning <https://arxiv.org/abs/1905.10988>`_, 2019.
     """
-    s = _check_levels("s", s, _MAX_NATURAL_LEVELS)
+    s = check_int("s", s, low=1, high=_MAX_NATURAL_LEVELS)
     p = _check_p(p)
     r = min(p, 2.0)
     width = _level_bits(s)
@@ -559,8 +585,9 @@ def natural_dither(s: int, *, p: float = 2.0) -> Compressor:
         del shape
         return _natural_dither_values(*_natural_dither_levels(key, v, s, p), s, v.dtype)
 
-    return Compressor(
+    return VectorCompressor(
         name=f"natural_dither(s={s}, p={p})",
+        config=config("natural_dither", s=s, p=p),
         encode_fn=encode,
         decode_fn=decode,
         compress_fn=compress,
@@ -574,7 +601,7 @@ def natural_dither(s: int, *, p: float = 2.0) -> Compressor:
 # Stochastic rounding to a grid.
 
 
-def stochastic_round(step: float, *, num_bits: int = 16) -> Compressor:
+def stochastic_round(step: float, *, num_bits: int = 16) -> VectorCompressor:
     r"""Unbiased stochastic rounding to the grid ``step · Z``, sent as signed integers.
 
     Unbiased (inside the representable range), but in **no** U(ω) class: the variance is
@@ -604,16 +631,15 @@ def stochastic_round(step: float, *, num_bits: int = 16) -> Compressor:
       A :class:`~jaxdist.compressors.Compressor` (unbiased, ``omega`` is ``None``).
 
     Raises:
+      TypeError: if ``step`` is not a real number or ``num_bits`` not an int.
       ValueError: if ``step <= 0`` or not finite, or ``num_bits`` is outside ``[1, 32]``.
 
     References:
       Horváth, Ho, Horváth, Sahu, Canini, Richtárik, `Natural Compression for Distributed
       Deep Learning <https://arxiv.org/abs/1905.10988>`_, 2019 (Thm 4, rounding to integers).
     """
-    if isinstance(step, bool) or not isinstance(step, int | float | np.integer | np.floating):
-        raise TypeError(f"step must be a number > 0, got {step!r}")
-    step = float(step)
-    if not (step > 0 and math.isfinite(step)):
+    step = _check_scalar("step", step, low=0.0, low_open=True)
+    if not math.isfinite(step):
         raise ValueError(f"step must be a finite number > 0, got step={step}")
     nb = check_int("num_bits", num_bits, low=1, high=32)
     lo, hi = -(2 ** (nb - 1)), 2 ** (nb - 1) - 1
@@ -621,7 +647,7 @@ def stochastic_round(step: float, *, num_bits: int = 16) -> Compressor:
     inv_step = 1.0 / step
 
     def codes(key, v):
-        c = _compute_dtype(v.dtype)
+        c = compute_dtype(v.dtype)
         t = v.astype(c) * inv_step  # see _dither_values: no division by a constant
         q = jnp.floor(t)
         up = _random_uints(key, v.shape, c) < _threshold(t - q, c)
@@ -632,7 +658,7 @@ def stochastic_round(step: float, *, num_bits: int = 16) -> Compressor:
         return ci
 
     def values(ci, dtype):
-        c = _compute_dtype(dtype)
+        c = compute_dtype(dtype)
         return (ci.astype(c) * step).astype(dtype)
 
     def encode(key, v, shape):
@@ -651,8 +677,9 @@ def stochastic_round(step: float, *, num_bits: int = 16) -> Compressor:
         del shape
         return values(codes(key, v), v.dtype)
 
-    return Compressor(
+    return VectorCompressor(
         name=f"stochastic_round(step={step}, num_bits={nb})",
+        config=config("stochastic_round", step=step, num_bits=nb),
         encode_fn=encode,
         decode_fn=decode,
         compress_fn=compress,
@@ -665,7 +692,7 @@ def stochastic_round(step: float, *, num_bits: int = 16) -> Compressor:
 # Sign compression.
 
 
-def sign() -> Compressor:
+def sign() -> VectorCompressor:
     r"""Sign compression :math:`C(x) = \operatorname{sign}(x)`, with :math:`0 \mapsto +1`.
 
     Biased and **not** contractive: its output has norm √d whatever ``||x||`` is, so no α
@@ -697,8 +724,9 @@ def sign() -> Compressor:
         del key, shape
         return values(v < 0, v.dtype)
 
-    return Compressor(
+    return VectorCompressor(
         name="sign()",
+        config=config("sign"),
         encode_fn=encode,
         decode_fn=decode,
         compress_fn=compress,
@@ -707,7 +735,7 @@ def sign() -> Compressor:
     )
 
 
-def scaled_sign() -> Compressor:
+def scaled_sign() -> VectorCompressor:
     r"""Scaled sign :math:`C(x) = (\|x\|_1/d)\operatorname{sign}(x)`, with :math:`0 \mapsto +1`.
 
     Biased, deterministic, contractive with α = 1/d in the worst case. Bits: ``d + b`` (a sign
@@ -733,11 +761,11 @@ def scaled_sign() -> Compressor:
     """
 
     def scale_of(v):
-        c = _compute_dtype(v.dtype)
+        c = compute_dtype(v.dtype)
         return _pairwise_sum(jnp.abs(v.astype(c)) * (1.0 / v.shape[0])).astype(v.dtype)
 
     def values(scale, neg, dtype):
-        sc = scale.astype(_compute_dtype(dtype))
+        sc = scale.astype(compute_dtype(dtype))
         return _finish(sc, neg.astype(bool), sc, dtype)
 
     def encode(key, v, shape):
@@ -752,8 +780,9 @@ def scaled_sign() -> Compressor:
         del key, shape
         return values(scale_of(v), v < 0, v.dtype)
 
-    return Compressor(
+    return VectorCompressor(
         name="scaled_sign()",
+        config=config("scaled_sign"),
         encode_fn=encode,
         decode_fn=decode,
         compress_fn=compress,

@@ -58,6 +58,7 @@ __all__ = [
     "expected_draws",
     "coin_threshold",
     "bernoulli_coin",
+    "coin_from_word",
 ]
 
 _WORDS = 1 << 32  # number of distinct 32-bit words
@@ -403,10 +404,11 @@ def bernoulli_coin(key: jax.Array, p) -> jax.Array:
     """One exact Bernoulli coin: ``w < T`` for one uniform 32-bit word ``w``.
 
     For a concrete ``p`` the threshold is :func:`coin_threshold` (heads with probability
-    exactly ``T/2^32``). For a traced ``p`` (a swept hyperparameter) ``T = floor(p·2^32)``
-    computed in the float dtype of ``p``: for float32 ``p`` this is exact (scaling by a power
-    of two), so the probability is exactly the float32 value of ``p``; ``p >= 1`` is always
-    heads. One random word per coin.
+    exactly ``T/2^32``); ``T = 2^32`` (``p >= 1 - 2^-33``) is always heads and draws nothing
+    (``key`` may then be ``None``). For a traced ``p`` (a swept hyperparameter)
+    ``T = floor(p·2^32)`` computed in the float dtype of ``p``: for float32 ``p`` this is exact
+    (scaling by a power of two), so the probability is exactly the float32 value of ``p``;
+    ``p >= 1`` is always heads. One random word per coin.
 
     Args:
       key: a PRNG key (the same key on every worker gives the same coin everywhere).
@@ -414,18 +416,48 @@ def bernoulli_coin(key: jax.Array, p) -> jax.Array:
 
     Returns:
       A boolean scalar.
+
+    Examples:
+      >>> from jaxdist.compressors._sampling import bernoulli_coin, coin_threshold
+      >>> coin_threshold(0.25) == 2**30  # P(heads) = 2^30 / 2^32 exactly
+      True
+      >>> bool(bernoulli_coin(None, 1.0))  # always heads, no random word needed
+      True
     """
-    word = jax.random.bits(key, (), jnp.uint32)
-    if not isinstance(p, jax.core.Tracer) and np.ndim(p) == 0:
+    if _is_concrete(p) and coin_threshold(p) >= 2**32:
+        return jnp.ones((), bool)
+    return coin_from_word(jax.random.bits(key, (), jnp.uint32), p)
+
+
+def _is_concrete(p) -> bool:
+    return not isinstance(p, jax.core.Tracer) and np.ndim(p) == 0
+
+
+def coin_from_word(word: jax.Array, p) -> jax.Array:
+    """The coin of :func:`bernoulli_coin` for a given uniform 32-bit ``word``: ``word < T``.
+
+    ``T`` is :func:`coin_threshold` for a concrete ``p`` and ``floor(p·2^32)`` for a traced one
+    (see :func:`bernoulli_coin`); exactly ``T`` of the ``2^32`` words give heads.
+
+    Args:
+      word: a ``uint32`` array (one word per coin).
+      p: the probability of heads.
+
+    Returns:
+      A boolean array of the shape of ``word``.
+    """
+    word = jnp.asarray(word, jnp.uint32)
+    if _is_concrete(p):
         threshold = coin_threshold(p)
         if threshold >= 2**32:
-            return jnp.ones((), bool)
+            return jnp.ones(word.shape, bool)
         return word < jnp.uint32(threshold)
     p = jnp.asarray(p)
-    if not jnp.issubdtype(p.dtype, jnp.floating):
+    if p.dtype != jnp.float64:  # integers, bfloat16 and float16 are exact in float32
         p = p.astype(jnp.float32)
     scaled = jnp.floor(p * jnp.asarray(2.0**32, p.dtype))
-    below = word.astype(p.dtype) < scaled if p.dtype == jnp.float64 else (
-        word < jnp.clip(scaled, 0, 2.0**32 - 256).astype(jnp.uint32)
-    )
+    if p.dtype == jnp.float64:
+        below = word.astype(p.dtype) < scaled
+    else:  # the largest float32 p < 1 gives T = 2^32 - 256, exactly
+        below = word < jnp.clip(scaled, 0, 2.0**32 - 256).astype(jnp.uint32)
     return below | (p >= 1)

@@ -11,31 +11,44 @@ Non-finite inputs never crash: an operator passes a kept ``inf``/``nan`` through
 ``nan`` stays ``nan`` and ``±inf`` stays ``±inf``) and outputs ``0`` at dropped coordinates.
 Top-K ranks ``nan`` above ``inf`` above every finite magnitude, so non-finite entries are kept
 first and propagate.
+
+Gradients: with the key fixed, Rand-K, Perm-K and Bernoulli are *linear* in ``x`` (a fixed
+support, a fixed scale), so ``jax.grad`` through ``compress`` applies the same operator to the
+cotangent. Top-K's support depends on ``x`` but is piecewise constant: the gradient is the
+cotangent on the kept coordinates and 0 elsewhere.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxdist._validate import check_bool, check_int, check_prob, is_traced
 from jaxdist.compressors._base import (
-    Compressor,
     Packed,
-    check_int,
+    Sparsifier,
+    VectorCompressor,
     check_k,
-    check_prob,
+    compute_dtype,
+    config,
     float_bits,
     index_bits,
     pack_uint,
     unpack_uint,
 )
-from jaxdist.compressors._sampling import random_permutation, sample_subset
+from jaxdist.compressors._sampling import (
+    bernoulli_coin,
+    coin_threshold,
+    random_permutation,
+    sample_subset,
+)
 
-__all__ = ["rand_k", "perm_k", "perm_k_compress", "bernoulli", "top_k"]
+__all__ = ["rand_k", "perm_k", "bernoulli", "top_k"]
 
 _RAND_K_CODINGS = ("seed", "list", "mask", "enumerative")
 _TOP_K_CODINGS = ("list", "mask")
@@ -48,7 +61,7 @@ _TOP_K_CODINGS = ("list", "mask")
 def _scale(values: jax.Array, factor: float) -> jax.Array:
     """``values * factor`` computed in at least float32 and rounded once to ``values.dtype``."""
     dtype = values.dtype
-    wide = jnp.promote_types(dtype, jnp.float32)
+    wide = compute_dtype(dtype)
     return (values.astype(wide) * jnp.asarray(factor, wide)).astype(dtype)
 
 
@@ -68,7 +81,12 @@ def _unpack_mask(packed: Packed, d: int, k: int) -> jax.Array:
     return jnp.nonzero(mask, size=k, fill_value=d)[0].astype(jnp.int32)
 
 
-def _check_coding(index_coding: str, allowed: tuple[str, ...]) -> str:
+def _check_coding(index_coding: Any, allowed: tuple[str, ...]) -> str:
+    if not isinstance(index_coding, str):
+        raise TypeError(
+            f"index_coding must be one of the strings {allowed}, got {index_coding!r} of type "
+            f"{type(index_coding).__name__}"
+        )
     if index_coding not in allowed:
         raise ValueError(
             f"index_coding must be one of {allowed}, got index_coding={index_coding!r}"
@@ -106,7 +124,7 @@ def _index_cost(d: int, k: int, coding: str) -> int:
 
 def rand_k(
     k: int, *, scaled: bool = True, index_coding: str = "seed", shared: bool = False
-) -> Compressor:
+) -> Sparsifier:
     """Rand-K: keeps ``k`` uniformly random coordinates (scaled by ``d/k`` by default).
 
     With ``scaled=True`` (default) the operator is **unbiased** with ω = d/k − 1, and the variance
@@ -132,6 +150,10 @@ def rand_k(
 
     ``S`` is drawn by :func:`~jaxdist.compressors._sampling.sample_subset`: exactly uniform,
     ``O(min(k, d−k))`` random numbers. Kept non-finite entries pass through; dropped ones are 0.
+    A pytree is one flattened vector: ``S`` is drawn over all its entries (wrap in
+    :func:`~jaxdist.compressors.per_leaf` for ``k`` entries per leaf). Gradients: with the key
+    fixed the operator is linear, so ``jax.grad`` through ``compress`` is Rand-K (same ``S``,
+    same scale) applied to the cotangent.
 
     Args:
       k: number of kept coordinates, ``1 <= k <= d`` (checked when ``d`` is known).
@@ -145,13 +167,27 @@ def rand_k(
     Returns:
       A :class:`~jaxdist.compressors.Compressor`.
 
+    Raises:
+      TypeError: if ``k`` is not an int, ``scaled``/``shared`` not bools, or ``index_coding``
+        not a string.
+      ValueError: if ``k < 1`` (or ``k > d`` when ``d`` is known) or ``index_coding`` is
+        unknown.
+
+    Examples:
+      >>> from jaxdist.compressors import rand_k
+      >>> rand_k(10).omega(100), rand_k(10).bits(100), rand_k(10, scaled=False).alpha(100)
+      (9.0, 320, 0.1)
+      >>> rand_k(10) == rand_k(10), rand_k(10) == rand_k(10, shared=True)
+      (True, False)
+
     References:
       Stich, Cordonnier, Jaggi, `Sparsified SGD with memory <https://arxiv.org/abs/1809.07599>`_,
       2018.
     """
     k = check_int("k", k, low=1)
+    scaled = check_bool("scaled", scaled)
     coding = _check_coding(index_coding, _RAND_K_CODINGS)
-    scaled, shared = bool(scaled), bool(shared)
+    shared = check_bool("shared", shared)
 
     def factor(d):
         return d / k if scaled else 1.0
@@ -189,8 +225,9 @@ def rand_k(
     if shared:
         options.append("shared=True")
     name = f"rand_k({', '.join([f'k={k}', *options])})"
-    return Compressor(
+    return Sparsifier(
         name=name,
+        config=config("rand_k", k=k, scaled=scaled, index_coding=coding, shared=shared),
         encode_fn=encode,
         decode_fn=decode,
         compress_fn=compress,
@@ -209,15 +246,15 @@ def rand_k(
 # Perm-K.
 
 
-def _perm_k_layout(key: jax.Array, d: int, worker, num_workers: int):
-    """Coordinates owned by ``worker``, a validity mask, and the decode scale.
+def _perm_k_layout(key: jax.Array, d: int, m: jax.Array, num_workers: int):
+    """Coordinates owned by worker ``m``, a validity mask, and the decode scale.
 
     ``d >= M``: ``d' = M·q`` positions (``q = ceil(d/M)``, positions ``>= d`` are padding) are
     permuted by one shared permutation π; worker ``m`` owns ``π[mq : (m+1)q]``, scale ``M``.
     ``M > d``: ``d·ceil(M/d)`` slots are permuted; worker ``m`` takes slot ``π[m]`` and the
-    coordinate ``π[m] mod d``, scale ``d``.
+    coordinate ``π[m] mod d``, scale ``d``. (An out-of-range traced ``m`` is clamped here; the
+    callers turn its output into NaN.)
     """
-    m = jnp.asarray(worker, jnp.int32)
     if d >= num_workers:
         q = -(-d // num_workers)
         perm = random_permutation(key, num_workers * q)
@@ -229,42 +266,82 @@ def _perm_k_layout(key: jax.Array, d: int, worker, num_workers: int):
     return owned, jnp.ones((1,), bool), float(d)
 
 
-def _perm_k_encode(key, v, worker, num_workers):
-    owned, _, _ = _perm_k_layout(key, v.shape[0], worker, num_workers)
+def _poison(out: jax.Array, m: jax.Array, num_workers: int) -> jax.Array:
+    """``out``, or all NaN if the (traced) worker index ``m`` is outside ``[0, M)``."""
+    bad = (m < 0) | (m >= num_workers)
+    return jnp.where(bad, jnp.asarray(jnp.nan, out.dtype), out)
+
+
+def _perm_k_encode(key, v, m, num_workers):
+    owned, _, _ = _perm_k_layout(key, v.shape[0], m, num_workers)
     # padding positions (>= d) read as zeros
-    return {"values": v.at[owned].get(mode="fill", fill_value=0)}
+    return {"values": _poison(v.at[owned].get(mode="fill", fill_value=0), m, num_workers)}
 
 
-def _perm_k_decode(key, payload, d, dtype, worker, num_workers):
-    owned, valid, scale = _perm_k_layout(key, d, worker, num_workers)
+def _perm_k_decode(key, payload, d, dtype, m, num_workers):
+    owned, valid, scale = _perm_k_layout(key, d, m, num_workers)
     values = _scale(payload["values"], scale)
-    return jnp.zeros((d,), dtype).at[jnp.where(valid, owned, d)].set(values, mode="drop")
+    out = jnp.zeros((d,), dtype).at[jnp.where(valid, owned, d)].set(values, mode="drop")
+    return _poison(out, m, num_workers)
 
 
-def _worker_axis(axis_name, num_workers):
-    try:
-        worker = lax.axis_index(axis_name)
-        size = lax.axis_size(axis_name)
-    except NameError as e:
-        raise ValueError(
-            f"perm_k must run under the worker axis {axis_name!r}: call it inside "
-            f"jax.vmap(..., axis_name={axis_name!r}), a jaxdist.comm backend, or jax.shard_map "
-            "over that axis. Outside an axis, use perm_k_compress(key, x, worker, num_workers)."
-        ) from e
-    if num_workers is not None and size != num_workers:
-        raise ValueError(
-            f"perm_k(num_workers={num_workers}) runs on the axis {axis_name!r} of size {size}; "
-            "num_workers must equal the axis size"
+def _unbound(axis_name):
+    return ValueError(
+        f"perm_k must run under the worker axis {axis_name!r} or be given the worker index: "
+        f"call it inside jax.vmap(..., axis_name={axis_name!r}), a jaxdist.comm backend, or "
+        "jax.shard_map over that axis, or pass worker=m (with perm_k(num_workers=M)), e.g. "
+        "perm_k(num_workers=M).compress(key, x, worker=m)."
+    )
+
+
+def _resolve_worker(worker: Any, num_workers: int | None, axis_name: Any):
+    """The worker index ``m`` (int32, maybe traced) and the static number of workers ``M``."""
+    if worker is None:
+        try:
+            m = lax.axis_index(axis_name)
+            size = lax.axis_size(axis_name)
+        except NameError as e:
+            raise _unbound(axis_name) from e
+        if num_workers is not None and size != num_workers:
+            raise ValueError(
+                f"perm_k(num_workers={num_workers}) runs on the axis {axis_name!r} of size "
+                f"{size}; num_workers must equal the axis size"
+            )
+        return m, size
+    if num_workers is None:
+        try:
+            size = lax.axis_size(axis_name)
+        except NameError as e:
+            raise ValueError(
+                f"perm_k() got worker={worker!r} outside the worker axis {axis_name!r}: the "
+                "number of workers M must be static; build perm_k(num_workers=M)"
+            ) from e
+    else:
+        size = num_workers
+    if is_traced(worker):
+        w = jnp.asarray(worker)
+        if w.shape != () or not jnp.issubdtype(w.dtype, jnp.integer):
+            raise TypeError(
+                f"worker must be an integer scalar, got a traced value of shape {w.shape} and "
+                f"dtype {w.dtype}"
+            )
+        return w.astype(jnp.int32), size
+    arr = np.asarray(worker)
+    if isinstance(worker, bool | np.bool_) or arr.shape != () or arr.dtype.kind not in "iu":
+        raise TypeError(
+            f"worker must be an integer scalar (the worker index), got {worker!r} of type "
+            f"{type(worker).__name__}"
         )
-    return worker, size
+    w = int(arr)
+    if not 0 <= w < size:
+        raise ValueError(
+            f"worker={w} is out of range for M={size} workers: need 0 <= worker < M = {size}"
+        )
+    return jnp.int32(w), size
 
 
-def _perm_k_bits(num_workers):
-    def bits(d, dtype):
-        m = _need_workers(num_workers, "bits")
-        return (-(-d // m) if d >= m else 1) * float_bits(dtype)
-
-    return bits
+def _perm_k_kept(d: int, num_workers: int) -> int:
+    return -(-d // num_workers) if d >= num_workers else 1
 
 
 def _need_workers(num_workers, what):
@@ -276,12 +353,13 @@ def _need_workers(num_workers, what):
     return num_workers
 
 
-def perm_k(*, num_workers: int | None = None, axis_name="workers") -> Compressor:
+def perm_k(*, num_workers: int | None = None, axis_name: Any = "workers") -> VectorCompressor:
     """Perm-K: correlated sparsification, each worker sends a disjoint random block.
 
     Each worker's operator alone is Rand-(d/M) scaled by ``M``: **unbiased** with ω = M − 1
-    (``d >= M``), or ω = d − 1 (``M > d``). Bits: ``ceil(d/M)·b`` per worker (``b`` if
-    ``M > d``) and **no index bits**: all workers derive the blocks from one shared key.
+    (``d >= M``), or ω = d − 1 (``M > d``), with equality for every ``x``. Bits:
+    ``ceil(d/M)·b`` per worker (``b`` if ``M > d``) and **no index bits**: all workers derive
+    the blocks from one shared key.
 
     All workers use the same key, hence one shared permutation π. Case ``d >= M``: the
     ``d' = M·ceil(d/M)`` positions (the last ``d' − d`` are padding) are permuted and worker
@@ -301,21 +379,44 @@ def perm_k(*, num_workers: int | None = None, axis_name="workers") -> Compressor
     by ``d``; for ``M = q·d`` every coordinate goes to exactly ``q`` workers and
     ``A = B = (d − 1)/(M − 1)`` (with equality).
 
-    The operator reads ``lax.axis_index(axis_name)`` and ``lax.axis_size(axis_name)``, so
-    ``compress``/``encode``/``decode`` must run under the worker axis
-    (``jax.vmap(..., axis_name="workers")``, a ``jaxdist.comm`` backend or ``jax.shard_map``);
-    outside it they raise ``ValueError``. :func:`perm_k_compress` is the same operator with an
-    explicit worker index. ``decode`` reconstructs the message of the calling worker. Kept
-    non-finite entries pass through (scaled); all other coordinates are 0.
+    **The worker index.** ``compress``, ``encode`` and ``decode`` take it as data,
+    ``worker=m`` (a Python int or an int32 scalar, possibly traced, e.g. ``jnp.arange(M)``
+    under ``jax.vmap``); ``decode`` needs the *sender's* index. With ``worker=None`` (the
+    default) the operator reads ``lax.axis_index(axis_name)``, so it must then run under the
+    worker axis (``jax.vmap(..., axis_name="workers")``, a ``jaxdist.comm`` backend or
+    ``jax.shard_map``); outside it raises ``ValueError``. The number of workers ``M`` is
+    static: ``num_workers``, else the size of the axis. A concrete ``worker`` outside
+    ``[0, M)`` raises ``ValueError``; a *traced* one cannot be checked, and then the payload
+    values and the output are **all NaN** (never another worker's block).
+
+    Kept non-finite entries pass through (scaled); all other coordinates are 0. A pytree is one
+    flattened vector. Gradients: with the key and worker fixed the operator is linear, so
+    ``jax.grad`` through ``compress`` is the same operator applied to the cotangent.
 
     Args:
-      num_workers: the number of workers M. Optional for compressing (the axis size is used;
-        if given it must equal the axis size), required for ``omega`` and ``bits``.
-      axis_name: the worker axis.
+      num_workers: the number of workers M. Optional under the worker axis (the axis size is
+        used; if given it must equal the axis size); required for ``omega``, ``bits`` and for
+        ``worker=`` outside the axis.
+      axis_name: the worker axis (any hashable name).
 
     Returns:
       A :class:`~jaxdist.compressors.Compressor` with ``shared_key=True`` and
       ``needs_axis=True``.
+
+    Raises:
+      TypeError: if ``num_workers`` is not an int or ``axis_name`` is not hashable.
+      ValueError: if ``num_workers < 1``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxdist.compressors import perm_k
+      >>> c = perm_k(num_workers=2)
+      >>> key, x = jax.random.key(0), jnp.arange(1.0, 5.0)
+      >>> parts = [c.compress(key, x, worker=m) for m in range(2)]  # disjoint halves, times M
+      >>> ((parts[0] + parts[1]) / 2).tolist()
+      [1.0, 2.0, 3.0, 4.0]
+      >>> c.omega(4), c.bits(4)
+      (1.0, 64)
 
     References:
       Szlendak, Tyurin, Richtárik, `Permutation compressors for provably faster distributed
@@ -323,75 +424,50 @@ def perm_k(*, num_workers: int | None = None, axis_name="workers") -> Compressor
     """
     if num_workers is not None:
         num_workers = check_int("num_workers", num_workers, low=1)
+    try:
+        hash(axis_name)
+    except TypeError as e:
+        raise TypeError(f"axis_name must be hashable, got {axis_name!r}") from e
 
-    def encode(key, v, shape):
+    def encode(key, v, shape, worker):
         del shape
-        worker, size = _worker_axis(axis_name, num_workers)
-        return _perm_k_encode(key, v, worker, size)
+        m, size = _resolve_worker(worker, num_workers, axis_name)
+        return _perm_k_encode(key, v, m, size)
 
-    def decode(key, payload, d, dtype, shape):
+    def decode(key, payload, d, dtype, shape, worker):
         del shape
-        worker, size = _worker_axis(axis_name, num_workers)
-        return _perm_k_decode(key, payload, d, dtype, worker, size)
+        m, size = _resolve_worker(worker, num_workers, axis_name)
+        return _perm_k_decode(key, payload, d, dtype, m, size)
 
     def omega(d):
         m = _need_workers(num_workers, "omega")
         return float(m - 1) if d >= m else float(d - 1)
 
-    kept = None
-    if num_workers is not None:
-        kept = lambda d: -(-d // num_workers) if d >= num_workers else 1
+    def bits(d, dtype):
+        return _perm_k_kept(d, _need_workers(num_workers, "bits")) * float_bits(dtype)
 
-    name = "perm_k()" if num_workers is None else f"perm_k(num_workers={num_workers})"
-    return Compressor(
-        name=name,
+    common = dict(
+        name="perm_k()" if num_workers is None else f"perm_k(num_workers={num_workers})",
+        config=config("perm_k", num_workers=num_workers, axis_name=axis_name),
         encode_fn=encode,
         decode_fn=decode,
-        bits_fn=_perm_k_bits(num_workers),
+        bits_fn=bits,
         omega_fn=omega,
         unbiased=True,
         shared_key=True,
         needs_axis=True,
         axis_name=axis_name,
-        kept_fn=kept,
     )
-
-
-def perm_k_compress(key: jax.Array, x, worker, num_workers: int):
-    """Perm-K output of worker ``worker`` out of ``num_workers``, without a worker axis.
-
-    Bitwise equal to what worker ``worker`` computes with ``perm_k().compress(key, x)`` under
-    ``jax.vmap(..., axis_name=...)`` with the same (shared) ``key``; usable in Python loops and
-    NumPy-style references. Pytrees are flattened as by every compressor.
-
-    Args:
-      key: the shared PRNG key (the same for all workers).
-      x: an array or pytree of floating-point arrays.
-      worker: the worker index in ``[0, num_workers)`` (a Python int or an int32 scalar).
-      num_workers: the number of workers M (a static Python int).
-
-    Returns:
-      ``C_worker(x)``, with the structure, shapes and dtypes of ``x``.
-    """
-    num_workers = check_int("num_workers", num_workers, low=1)
-    if isinstance(worker, int | np.integer) and not 0 <= int(worker) < num_workers:
-        raise ValueError(f"worker must be in [0, num_workers={num_workers}), got worker={worker}")
-    single = Compressor(
-        name=f"perm_k_compress(worker, num_workers={num_workers})",
-        encode_fn=lambda key, v, shape: _perm_k_encode(key, v, worker, num_workers),
-        decode_fn=lambda key, p, d, dtype, shape: _perm_k_decode(
-            key, p, d, dtype, worker, num_workers
-        ),
-        bits_fn=_perm_k_bits(num_workers),
-    )
-    return single.compress(key, x)
+    if num_workers is None:  # the number of kept values depends on the axis size
+        return VectorCompressor(**common)
+    return Sparsifier(**common, kept_fn=lambda d: _perm_k_kept(d, num_workers))
 
 
 # ---------------------------------------------------------------------------------------------
 # Bernoulli (lazy) compressor.
 
 
-def bernoulli(p: float) -> Compressor:
+def bernoulli(p: float) -> Sparsifier:
     """Bernoulli ("lazy") compressor: sends ``x/p`` with probability ``p``, else nothing.
 
     **Unbiased** with ω = 1/p − 1 (equality for every ``x``). Bits: the fixed-size message,
@@ -403,27 +479,37 @@ def bernoulli(p: float) -> Compressor:
       C(x) = \\begin{cases} x/p & \\text{with probability } p, \\\\ 0 & \\text{otherwise.}
       \\end{cases}
 
-    The coin is exact: a 32-bit word ``w`` is compared with ``T = round(p·2^32)`` (at least 1),
-    so the flag is set with probability exactly ``p_eff = T/2^32`` (``|p_eff − p| <= 2^-33``),
-    and ``decode`` divides by ``p_eff``; ``omega`` reports ``1/p_eff − 1``. Payload:
+    The coin is the library's one exact Bernoulli coin,
+    :func:`~jaxdist.compressors._sampling.bernoulli_coin` (the same as MARINA's): a 32-bit word
+    ``w`` is compared with ``T = coin_threshold(p) = round(p·2^32)`` (at least 1), so the flag
+    is set with probability exactly ``p_eff = T/2^32`` (``|p_eff − p| <= 2^-33``), and
+    ``decode`` divides by ``p_eff``; ``omega`` reports the exact ``1/p_eff − 1``. Payload:
     ``{"flag": 1 packed bit, "values": x if sent else zeros}``. Non-finite entries pass
-    through (divided by ``p``) when sent; the output is all zeros otherwise.
+    through (divided by ``p``) when sent; the output is all zeros otherwise. Gradients: with
+    the key fixed the operator is linear (``x/p_eff`` or 0), and so is its gradient.
 
     Args:
-      p: the probability of sending, ``0 < p <= 1``.
+      p: the probability of sending, a concrete number with ``0 < p <= 1``.
 
     Returns:
       A :class:`~jaxdist.compressors.Compressor`.
+
+    Raises:
+      TypeError: if ``p`` is not a real number (e.g. the string ``'0.5'``).
+      ValueError: if ``p`` is outside ``(0, 1]`` or NaN.
+
+    Examples:
+      >>> from jaxdist.compressors import bernoulli
+      >>> bernoulli(0.25).omega(10), bernoulli(0.25).bits(10)
+      (3.0, 321)
     """
     p = check_prob("p", p)
-    threshold = max(1, round(p * 2**32))
+    threshold = coin_threshold(p)
     always = threshold >= 2**32
-    p_eff = 1.0 if always else threshold / 2**32
+    p_eff = threshold / 2**32
 
     def flag_of(key):
-        if always:
-            return jnp.bool_(True)
-        return jax.random.bits(key, (), jnp.uint32) < jnp.uint32(threshold)
+        return bernoulli_coin(key, p)
 
     def send(flag, v):
         return jnp.where(flag, v, jnp.zeros_like(v))
@@ -447,8 +533,9 @@ def bernoulli(p: float) -> Compressor:
         flag = flag_of(key)
         return receive(flag, send(flag, v), v.dtype)
 
-    return Compressor(
+    return Sparsifier(
         name=f"bernoulli(p={p})",
+        config=config("bernoulli", p=p),
         encode_fn=encode,
         decode_fn=decode,
         compress_fn=compress,
@@ -477,7 +564,7 @@ def _magnitude_keys(v: jax.Array) -> jax.Array:
     return jnp.where(jnp.isnan(a), jnp.array(jnp.nan, a.dtype), a)
 
 
-def top_k(k: int, *, index_coding: str = "list") -> Compressor:
+def top_k(k: int, *, index_coding: str = "list") -> Sparsifier:
     """Top-K: keeps the ``k`` entries of largest magnitude (ties go to the lower index).
 
     Deterministic and biased, **contractive** with α = k/d:
@@ -490,6 +577,13 @@ def top_k(k: int, *, index_coding: str = "list") -> Compressor:
     ``nan`` entries are ranked by index. Selection uses ``lax.top_k`` on ``|x_i|`` with one
     canonical ``nan`` (IEEE total order, stable), so it is exact.
 
+    A pytree is **one** flattened vector: Top-K ranks the entries of all leaves (all layers of
+    a model) together, so a layer with large gradients can take every kept slot; wrap it in
+    :func:`~jaxdist.compressors.per_leaf` to keep ``k`` entries per leaf. Gradients: the
+    support is a piecewise-constant function of ``x`` (no gradient flows through the
+    selection), so ``jax.grad`` through ``compress`` is the cotangent on the kept coordinates
+    and 0 elsewhere.
+
     Args:
       k: number of kept coordinates, ``1 <= k <= d`` (checked when ``d`` is known).
       index_coding: ``"list"`` (packed indices, in decreasing-magnitude order) or ``"mask"``
@@ -497,6 +591,19 @@ def top_k(k: int, *, index_coding: str = "list") -> Compressor:
 
     Returns:
       A :class:`~jaxdist.compressors.Compressor`.
+
+    Raises:
+      TypeError: if ``k`` is not an int or ``index_coding`` not a string.
+      ValueError: if ``k < 1`` (or ``k > d`` when ``d`` is known) or ``index_coding`` is
+        unknown.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jaxdist.compressors import top_k
+      >>> top_k(2).compress(None, jnp.array([1.0, -3.0, 0.5, 2.0])).tolist()
+      [0.0, -3.0, 0.0, 2.0]
+      >>> top_k(2).alpha(4), top_k(2).bits(4)  # 2 values of 32 bits + 2 indices of 2 bits
+      (0.5, 68)
 
     References:
       Stich, Cordonnier, Jaggi, `Sparsified SGD with memory <https://arxiv.org/abs/1809.07599>`_,
@@ -526,8 +633,9 @@ def top_k(k: int, *, index_coding: str = "list") -> Compressor:
         return _scatter(v.shape[0], v.dtype, indices, v[indices])
 
     name = f"top_k(k={k})" if coding == "list" else f"top_k(k={k}, index_coding={coding!r})"
-    return Compressor(
+    return Sparsifier(
         name=name,
+        config=config("top_k", k=k, index_coding=coding),
         encode_fn=encode,
         decode_fn=decode,
         compress_fn=compress,
