@@ -10,12 +10,11 @@ import os
 
 # One BLAS thread: numpy solves in tests are tiny and multi-threaded OpenBLAS is slow under load.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import chex  # noqa: E402
 import jax  # noqa: E402
 
+chex.set_n_cpu_devices(8)  # fake devices for the shard_map tests (before JAX starts a backend)
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_numpy_dtype_promotion", "strict")

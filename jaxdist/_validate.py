@@ -18,6 +18,7 @@ import numpy as np
 __all__ = [
     "as_key",
     "check_bool",
+    "check_choice",
     "check_int",
     "check_number",
     "check_prob",
@@ -49,8 +50,22 @@ def check_int(name: str, value: Any, *, low: int | None = 1, high: int | None = 
 def check_bool(name: str, value: Any) -> bool:
     """``value`` if it is a Python (or NumPy) bool; ``'no'``, ``0`` and ``None`` are refused."""
     if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"{name} must be True or False, got {value!r} of type {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be True or False, got {value!r} of type {type(value).__name__}"
+        )
     return bool(value)
+
+
+def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    """``value`` if it is one of the strings ``allowed`` (TypeError for a non-string)."""
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{name} must be one of the strings {allowed}, got {value!r} of type "
+            f"{type(value).__name__}"
+        )
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {name}={value!r}")
+    return value
 
 
 def check_number(
@@ -132,9 +147,9 @@ def as_key(key: Any, name: str = "key") -> jax.Array:
         raise TypeError(f"{name} must be an int seed or a PRNG key, got a bool")
     if isinstance(key, int | np.integer):
         return jax.random.key(int(key))
-    if is_key(key) or (isinstance(key, jax.core.Tracer) and jax.dtypes.issubdtype(
-        key.dtype, jax.dtypes.prng_key
-    )):
+    if is_key(key) or (
+        isinstance(key, jax.core.Tracer) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    ):
         if key.shape != ():
             raise ValueError(f"{name} must be a single key, got a key array of shape {key.shape}")
         return key

@@ -2,9 +2,9 @@
 
 Every run is ``jaxdist.comm.simulate`` over workers inside a ``lax.scan`` over steps, in
 float64. Randomised methods are averaged over seeds (a ``vmap`` over keys that re-seed the
-method's state, :func:`jaxdist.methods.reseed`, as :func:`jaxdist.run` does). Expectations are checked one-sidedly against the theorems' bounds
-with 5 standard errors of slack where the bound is an inequality, and two-sidedly where the
-theory gives an equality.
+method's state, :func:`jaxdist.methods.reseed`, as :func:`jaxdist.run` does). Expectations are
+checked one-sidedly against the theorems' bounds with 5 standard errors of slack where the bound
+is an inequality, and two-sidedly where the theory gives an equality.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxdist._validate import check_choice
 from jaxdist.comm._axis import AxisName, axis_size, worker_gather, worker_key, worker_mean
 from jaxdist.compressors._base import Compressor
 
@@ -72,8 +73,7 @@ def compressed_mean(
       ValueError: for an unknown ``mode``, an unbound axis, or an operator that reads
         another worker axis.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got mode={mode!r}")
+    check_choice("mode", mode, MODES)
     if compressor.needs_axis and compressor.axis_name != axis_name:
         raise ValueError(
             f"{compressor.name} reads the worker axis {compressor.axis_name!r} but the "

@@ -190,6 +190,7 @@ def worker_gather(x: PyTree, axis_name: AxisName = "workers") -> PyTree:
     Returns:
       A pytree whose leaves have a leading axis ``m = 0..M-1``.
     """
+
     def gather(v):
         # Under shard_map's varying-axis checks the stacked result is the same on every worker:
         # type it invariant ("invarying"), as a psum is, so that it can update replicated state.

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdist._validate import check_int, check_number
+from jaxdist._validate import check_choice, check_int, check_number
 from jaxdist.compressors._base import (
     VectorCompressor,
     compute_dtype,
@@ -146,14 +146,7 @@ def _check_p(p) -> float:
 
 
 def _check_coding(coding, allowed: tuple[str, ...]) -> str:
-    if not isinstance(coding, str):
-        raise TypeError(
-            f"coding must be one of the strings {allowed}, got {coding!r} of type "
-            f"{type(coding).__name__}"
-        )
-    if coding not in allowed:
-        raise ValueError(f"coding must be one of {allowed}, got coding={coding!r}")
-    return coding
+    return check_choice("coding", coding, allowed)
 
 
 def _level_bits(s: int) -> int:

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxdist._validate import check_bool, check_int, check_prob, is_traced
+from jaxdist._validate import check_bool, check_choice, check_int, check_prob, is_traced
 from jaxdist.compressors._base import (
     Packed,
     Sparsifier,
@@ -82,16 +82,7 @@ def _unpack_mask(packed: Packed, d: int, k: int) -> jax.Array:
 
 
 def _check_coding(index_coding: Any, allowed: tuple[str, ...]) -> str:
-    if not isinstance(index_coding, str):
-        raise TypeError(
-            f"index_coding must be one of the strings {allowed}, got {index_coding!r} of type "
-            f"{type(index_coding).__name__}"
-        )
-    if index_coding not in allowed:
-        raise ValueError(
-            f"index_coding must be one of {allowed}, got index_coding={index_coding!r}"
-        )
-    return index_coding
+    return check_choice("index_coding", index_coding, allowed)
 
 
 def _encode_indices(indices: jax.Array, d: int, coding: str) -> dict:

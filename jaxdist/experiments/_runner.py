@@ -550,8 +550,11 @@ def run(
         raise ValueError(f"backend must be one of {_BACKENDS}, got backend={backend!r}")
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size)
-    divergence_factor = float(check_number("divergence_factor", divergence_factor, low=1.0,
-                                           low_open=True, allow_traced=False))
+    divergence_factor = float(
+        check_number(
+            "divergence_factor", divergence_factor, low=1.0, low_open=True, allow_traced=False
+        )
+    )
     num_workers = check_int("problem.num_workers", getattr(problem, "num_workers", None))
     mesh = _validate_mesh(mesh, backend, axis_name, num_workers)
     hp_values = _validate_hyperparams(hyperparams, method)
@@ -603,8 +606,15 @@ def run(
     out = _jitted_program(data, server_data, params0, key, hp_values, seeds_arr, x_star, spec=spec)
     out = jax.device_get(out)
     trace = _make_trace(
-        out, sizes, spec, f_star=f_star, hp_values=hp_values, seeds=seeds_arr,
-        has_x_star=x_star is not None, divergence_factor=divergence_factor, network=network,
+        out,
+        sizes,
+        spec,
+        f_star=f_star,
+        hp_values=hp_values,
+        seeds=seeds_arr,
+        has_x_star=x_star is not None,
+        divergence_factor=divergence_factor,
+        network=network,
     )
     disagree = ~trace.agreed & ~trace.diverged  # a diverged run is reported as diverged
     if np.any(disagree):

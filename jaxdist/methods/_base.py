@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdist._validate import as_key, check_int, check_number, is_key, is_traced
+from jaxdist._validate import as_key, check_choice, check_int, check_number, is_key, is_traced
+from jaxdist.comm._aggregate import MODES
 from jaxdist.comm._axis import AxisName, varying
 from jaxdist.comm._ledger import Ledger
 from jaxdist.compressors._base import Compressor, float_bits
@@ -89,9 +90,9 @@ def reseed(state: PyTree, key: Any) -> PyTree:
     word = jax.random.bits(as_key(key), (), jnp.uint32)
 
     def fold(x):
-        if is_key(x) or (isinstance(x, jax.core.Tracer) and jax.dtypes.issubdtype(
-            x.dtype, jax.dtypes.prng_key
-        )):
+        if is_key(x) or (
+            isinstance(x, jax.core.Tracer) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+        ):
             if x.shape == ():
                 return jax.random.fold_in(x, word)
             flat = jax.vmap(lambda k: jax.random.fold_in(k, word))(x.reshape(-1))
@@ -255,9 +256,7 @@ def check_unit_interval(name: str, value: Any, *, allow_zero: bool = False) -> A
 
 
 def check_mode(mode: Any) -> str:
-    if mode not in ("dense", "gather"):
-        raise ValueError(f"mode must be 'dense' or 'gather', got mode={mode!r}")
-    return mode
+    return check_choice("mode", mode, MODES)
 
 
 def resolve(value: Any, count: jax.Array) -> Any:

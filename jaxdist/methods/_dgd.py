@@ -190,4 +190,3 @@ def dcgd(
         return g, DCGDState(state.key, optax.safe_increment(state.count), ledger)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-

@@ -62,8 +62,7 @@ def default_shift_step(compressor: Compressor, x: Any) -> float:
     omega = compressor.omega(x)
     if omega is None:
         raise ValueError(
-            f"{compressor.name} has no variance parameter ω (it is not unbiased); pass "
-            "shift_step="
+            f"{compressor.name} has no variance parameter ω (it is not unbiased); pass shift_step="
         )
     return 1.0 / (float(omega) + 1.0)
 
