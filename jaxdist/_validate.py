@@ -22,6 +22,7 @@ __all__ = [
     "check_int",
     "check_number",
     "check_prob",
+    "check_tree_like",
     "finite_float",
     "is_key",
     "is_traced",
@@ -177,3 +178,24 @@ def finite_float(name: str, value: Any) -> float:
     if not math.isfinite(out):
         raise ValueError(f"{name} must be finite, got {name}={value}")
     return out
+
+
+def check_tree_like(what: str, tree: Any, ref: Any, ref_what: str) -> None:
+    """Raises ValueError unless ``tree`` has the pytree structure and leaf shapes of ``ref``.
+
+    The message names the first mismatch: ``"<what> has the pytree structure ... but <ref_what>
+    has ...: they do not match"`` or ``"<what> leaf i has shape ... but <ref_what> has shape ..."``.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    ref_leaves, ref_treedef = jax.tree_util.tree_flatten(ref)
+    if treedef != ref_treedef:
+        raise ValueError(
+            f"{what} has the pytree structure {treedef} but {ref_what} has {ref_treedef}: "
+            "they do not match"
+        )
+    for i, (a, b) in enumerate(zip(leaves, ref_leaves, strict=True)):
+        if tuple(np.shape(a)) != tuple(np.shape(b)):
+            raise ValueError(
+                f"{what} leaf {i} has shape {tuple(np.shape(a))} but {ref_what} has shape "
+                f"{tuple(np.shape(b))}"
+            )

@@ -536,7 +536,7 @@ def test_mismatched_gradients_are_refused(name):
     params = {"w": jnp.zeros((M, 4)), "b": jnp.zeros((M, 3))}
     state = comm.simulate(method.init, M)(params)
     update = comm.simulate(lambda g, s, p: method.update(g, s, p), M)
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(ValueError, match="do not match"):
         update({"w": jnp.zeros((M, 4))}, state, params)
     with pytest.raises(ValueError, match="shape"):
         update({"w": jnp.zeros((M, 5)), "b": jnp.zeros((M, 3))}, state, params)

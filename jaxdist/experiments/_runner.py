@@ -32,7 +32,7 @@ import optax
 from jax import lax
 from jax.sharding import Mesh
 
-from jaxdist._validate import as_key, check_int, check_number
+from jaxdist._validate import as_key, check_int, check_number, check_tree_like
 from jaxdist.comm import (
     axis_index,
     exact_bits,
@@ -403,20 +403,7 @@ def _validate_params0(params0: PyTree, problem: Any, data: PyTree) -> PyTree:
     params0 = jax.tree_util.tree_map(jnp.asarray, params0)
     ref = getattr(problem, "init_params", None)
     if ref is not None:
-        ref_leaves, ref_tree = jax.tree_util.tree_flatten(ref)
-        leaves, tree = jax.tree_util.tree_flatten(params0)
-        if tree != ref_tree:
-            raise ValueError(
-                f"params0 has the pytree structure {tree} but the problem's parameters have "
-                f"{ref_tree}"
-            )
-        for i, (a, b) in enumerate(zip(leaves, ref_leaves, strict=True)):
-            if tuple(np.shape(a)) != tuple(np.shape(b)):
-                raise ValueError(
-                    f"params0 leaf {i} has shape {tuple(np.shape(a))} but the problem's "
-                    f"parameters have shape {tuple(np.shape(b))} (dimension d="
-                    f"{int(np.prod(np.shape(b)))})"
-                )
+        check_tree_like("params0", params0, ref, "the problem's parameters")
     data_0 = jax.tree_util.tree_map(lambda a: a[0], data)
     try:
         out = jax.eval_shape(problem.loss, params0, data_0)

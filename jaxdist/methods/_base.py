@@ -29,7 +29,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdist._validate import as_key, check_choice, check_int, check_number, is_key, is_traced
+from jaxdist._validate import (
+    as_key,
+    check_choice,
+    check_int,
+    check_number,
+    check_tree_like,
+    is_key,
+    is_traced,
+)
 from jaxdist.comm._aggregate import MODES
 from jaxdist.comm._axis import AxisName, varying
 from jaxdist.comm._ledger import Ledger
@@ -162,19 +170,8 @@ def check_grads(name: str, grads: PyTree, like: PyTree, what: str = "params") ->
       ValueError: different pytree structures or leaf shapes (naming the first mismatch).
       TypeError: a non-floating gradient leaf.
     """
-    gl, gt = jax.tree_util.tree_flatten(grads)
-    ll, lt = jax.tree_util.tree_flatten(like)
-    if gt != lt:
-        raise ValueError(
-            f"{name}: the gradient pytree does not match the {what} it was initialised with: "
-            f"gradient structure {gt}, {what} structure {lt}"
-        )
-    for i, (g, p) in enumerate(zip(gl, ll, strict=True)):
-        if tuple(np.shape(g)) != tuple(np.shape(p)):
-            raise ValueError(
-                f"{name}: gradient leaf {i} has shape {tuple(np.shape(g))} but the {what} leaf "
-                f"has shape {tuple(np.shape(p))}"
-            )
+    check_tree_like(f"{name}: the gradient", grads, like, f"the {what} it was initialised with")
+    for i, g in enumerate(jax.tree_util.tree_leaves(grads)):
         dtype = jnp.result_type(g)
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(
