@@ -95,7 +95,20 @@ def test_compressor_factories_document_args_bits_class_and_returns():
         )
 
 
-METHOD_FACTORIES = ("dgd", "dcgd", "diana", "ef14", "ef21", "ef21_p", "marina")
+METHOD_FACTORIES = (
+    "dgd",
+    "dcgd",
+    "diana",
+    "ef14",
+    "ef21",
+    "ef21_p",
+    "marina",
+    "nesterov",
+    "local_gd",
+    "local_sgd",
+    "fedavg",
+    "scaffnew",
+)
 
 
 @pytest.mark.parametrize("name", METHOD_FACTORIES)

@@ -15,7 +15,9 @@ counts. Randomness follows one key path (:mod:`jaxdist.methods._base`): the key 
 construction (``key=``, ``salt=``) is stored in the state; ``update`` takes no key.
 
 **Round-based methods** follow the round protocol (:mod:`jaxdist.methods._round`):
-``init(params)``, ``round(state, oracle, key) -> (state, info)``, ``params(state)``.
+``init(params)``, ``round(state, oracle, key) -> (state, info)``, ``params(state)``: local GD /
+local SGD / FedAvg with partial participation (:func:`local_gd`) and Scaffnew / ProxSkip
+(:func:`scaffnew`). :func:`nesterov` is the accelerated baseline (a per-step method).
 :func:`as_round` hosts a per-step method as a round ("one gradient, one update"), which is how
 :func:`jaxdist.run` runs both kinds.
 
@@ -42,8 +44,14 @@ from jaxdist.methods._error_feedback import EF21State as EF21State
 from jaxdist.methods._error_feedback import ef14 as ef14
 from jaxdist.methods._error_feedback import ef21 as ef21
 from jaxdist.methods._error_feedback import ef21_p as ef21_p
+from jaxdist.methods._local import fedavg as fedavg
+from jaxdist.methods._local import local_gd as local_gd
+from jaxdist.methods._local import local_sgd as local_sgd
+from jaxdist.methods._local import scaffnew as scaffnew
 from jaxdist.methods._marina import MARINAState as MARINAState
 from jaxdist.methods._marina import marina as marina
+from jaxdist.methods._nesterov import NesterovState as NesterovState
+from jaxdist.methods._nesterov import nesterov as nesterov
 from jaxdist.methods._round import Oracle as Oracle
 from jaxdist.methods._round import PerStep as PerStep
 from jaxdist.methods._round import RoundMethod as RoundMethod
@@ -63,6 +71,7 @@ __all__ = [
     "EF21PState",
     "EF21State",
     "MARINAState",
+    "NesterovState",
     "Oracle",
     "PerStep",
     "RoundMethod",
@@ -75,6 +84,11 @@ __all__ = [
     "ef14",
     "ef21",
     "ef21_p",
+    "fedavg",
+    "local_gd",
+    "local_sgd",
     "marina",
+    "nesterov",
     "reseed",
+    "scaffnew",
 ]
