@@ -105,29 +105,20 @@ def _shift(kw, d):
     return kw.get("shift_step") or 1.0 / (c.omega(d) + 1.0)
 
 
+def _replayed(kw, name, replay, M):
+    """The replayed compressor of argument ``name`` (None when the method has none)."""
+    c = kw.get(name)
+    return None if c is None else replay.compressor(c, M)
+
+
 def _ref_dcgd(kw, G, x0, gamma, T, replay, M):
-    down = kw.get("down")
-    return reference.dcgd(
-        G,
-        x0,
-        gamma,
-        T,
-        replay.compressor(kw["compressor"], M),
-        down=None if down is None else replay.compressor(down, M),
-    )
+    up, down = _replayed(kw, "compressor", replay, M), _replayed(kw, "down", replay, M)
+    return reference.dcgd(G, x0, gamma, T, up, down=down)
 
 
 def _ref_diana(kw, G, x0, gamma, T, replay, M):
-    down = kw.get("down")
-    return reference.diana(
-        G,
-        x0,
-        gamma,
-        T,
-        replay.compressor(kw["compressor"], M),
-        _shift(kw, len(x0)),
-        down=None if down is None else replay.compressor(down, M),
-    )
+    up, down = _replayed(kw, "compressor", replay, M), _replayed(kw, "down", replay, M)
+    return reference.diana(G, x0, gamma, T, up, _shift(kw, len(x0)), down=down)
 
 
 def _ref_ef21_p(kw, G, x0, gamma, T, replay, M):
