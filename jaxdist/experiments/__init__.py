@@ -24,12 +24,18 @@ _EXPORTS = {
     "run_experiment": "_named",
     "summarize": "_named",
     "run": "_runner",
+    "AssumptionWarning": "_runner",
+    "DisagreementWarning": "_runner",
+    "SolverWarning": "_runner",
     "Trace": "_trace",
 }
 
 __all__ = [
     "EXPERIMENTS",
     "Arm",
+    "AssumptionWarning",
+    "DisagreementWarning",
+    "SolverWarning",
     "Experiment",
     "Trace",
     "load_traces",
@@ -60,5 +66,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         run_experiment,
         summarize,
     )
-    from jaxdist.experiments._runner import run  # noqa: F401
+    from jaxdist.experiments._runner import (  # noqa: F401
+        AssumptionWarning,
+        DisagreementWarning,
+        SolverWarning,
+        run,
+    )
     from jaxdist.experiments._trace import Trace  # noqa: F401

@@ -48,7 +48,7 @@ from jaxdist.experiments._trace import CORE_SERIES, Trace
 from jaxdist.methods._base import reseed
 from jaxdist.methods._round import Oracle, as_round
 
-__all__ = ["run", "DisagreementWarning"]
+__all__ = ["run", "AssumptionWarning", "DisagreementWarning", "SolverWarning"]
 
 PyTree = Any
 
@@ -57,6 +57,16 @@ _BACKENDS = ("vmap", "shard_map")
 
 class DisagreementWarning(UserWarning):
     """The workers of a run ended with different models (a positive consensus distance)."""
+
+
+class SolverWarning(UserWarning):
+    """A subproblem solve of the run ended above its tolerance (budget spent or non-finite):
+    the method's ``info["inner_unsolved"]`` counts them."""
+
+
+class AssumptionWarning(UserWarning):
+    """The problem violates a bound the method's parameters assume (``RoundMethod.bounds``),
+    e.g. a similarity δ smaller than the problem's: the method's guarantee does not apply."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -567,6 +577,7 @@ def run(
 
     probe = method if hp_values is None else method({k: v[0] for k, v in hp_values.items()})
     needs_server = bool(getattr(as_round(probe), "needs_server", False))
+    _check_bounds(method, hp_values, problem)
     server_data = None
     if needs_server:
         server_data = getattr(problem, "server_data", None)
@@ -614,7 +625,62 @@ def run(
             DisagreementWarning,
             stacklevel=2,
         )
+    unsolved = trace.series.get("inner_unsolved")
+    if unsolved is not None and np.any(np.asarray(unsolved)[..., -1] > 0):
+        worst = int(np.max(np.asarray(unsolved)[..., -1]))
+        warnings.warn(
+            f"{worst} subproblem solve(s) ended above their tolerance (the solver's budget "
+            "max_steps was spent, or the inner problem diverged); trace['inner_unsolved'] "
+            "counts them per round: raise Solver(max_steps=...) or check the method's "
+            "smoothness constants",
+            SolverWarning,
+            stacklevel=2,
+        )
     return trace
+
+
+def _problem_value(problem: Any, name: str) -> float | None:
+    """The problem's known value of a constant (exact, or a measured lower bound), or None."""
+    info = getattr(problem, "info", None) or {}
+    value = info.get(name) if hasattr(info, "get") else None
+    if value is None:
+        if name == "delta" and not getattr(problem, "delta_exact", True):
+            return None  # an upper bound: comparing it would warn for nothing
+        value = getattr(problem, name, None)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
+def _show(point: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={np.asarray(v).item():.6g}" for k, v in point.items())
+
+
+def _check_bounds(method: Any, hp_values: dict[str, Any] | None, problem: Any) -> None:
+    """Warn when the problem exceeds a bound declared in ``RoundMethod.bounds``."""
+    n = 1 if hp_values is None else len(next(iter(hp_values.values())))
+    for i in range(n):
+        point = None if hp_values is None else {k: v[i] for k, v in hp_values.items()}
+        built = method if point is None else method(point)
+        bounds = getattr(as_round(built), "bounds", None) or ()
+        for name, assumed in dict(bounds).items():
+            try:
+                assumed = float(assumed)
+            except (TypeError, ValueError, jax.errors.ConcretizationTypeError):
+                continue  # a traced bound cannot be compared
+            actual = _problem_value(problem, name)
+            if actual is not None and actual > assumed * (1.0 + 1e-9):
+                where = "" if point is None else f" (hyperparameters {_show(point)})"
+                warnings.warn(
+                    f"the method assumes {name} <= {assumed:.6g}{where}, but the problem's "
+                    f"{name} is {actual:.6g}: its convergence guarantee does not apply (pass "
+                    f"{name} >= {actual:.6g})",
+                    AssumptionWarning,
+                    stacklevel=3,
+                )
+                return
 
 
 def _sampler(problem: Any, data: PyTree, batch_size: int | None) -> Callable | None:

@@ -56,6 +56,8 @@ from jaxdist.methods._round import Oracle as Oracle
 from jaxdist.methods._round import PerStep as PerStep
 from jaxdist.methods._round import RoundMethod as RoundMethod
 from jaxdist.methods._round import as_round as as_round
+from jaxdist.methods._solver import SolveInfo as SolveInfo
+from jaxdist.methods._solver import Solver as Solver
 from jaxdist.methods._wrappers import AccumulateState as AccumulateState
 from jaxdist.methods._wrappers import ApplyIfFiniteState as ApplyIfFiniteState
 from jaxdist.methods._wrappers import accumulate as accumulate
@@ -75,6 +77,8 @@ __all__ = [
     "Oracle",
     "PerStep",
     "RoundMethod",
+    "SolveInfo",
+    "Solver",
     "accumulate",
     "apply_if_finite",
     "as_round",

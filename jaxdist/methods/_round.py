@@ -30,7 +30,7 @@ is hosted by :class:`PerStep`: a round is one gradient, one ``update``, one ``ap
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, NamedTuple
 
 import jax
@@ -97,20 +97,54 @@ class Oracle:
         return self.server_value_and_grad(params)[1]
 
 
-class RoundMethod(NamedTuple):
-    """A round-based method from its three functions (see the module docstring).
+class _RoundFields(NamedTuple):
+    init: Callable[[PyTree], Any]
+    round: Callable[[Any, Oracle, jax.Array], tuple[Any, dict[str, Any]]]
+    params: Callable[[Any], PyTree]
+    needs_server: bool = False
+    bounds: tuple[tuple[str, Any], ...] | None = None
+
+
+class RoundMethod(_RoundFields):
+    r"""A round-based method from its three functions (see the module docstring).
 
     Attributes:
       init: ``init(params) -> state``.
       round: ``round(state, oracle, key) -> (state, info)``.
       params: ``params(state) -> params``, the model metrics are taken at.
       needs_server: whether ``round`` calls the oracle's server function :math:`f_1`.
+      bounds: the upper bounds on problem constants the method's parameters assume, e.g.
+        ``{"delta_server": 0.1}`` for a method tuned to a server similarity
+        :math:`\|\nabla^2 f_1 - \nabla^2 f\| \le 0.1`; or ``None``. :func:`jaxdist.run`
+        compares each entry with the problem's value (``problem.info[name]``, else the
+        attribute ``problem.<name>``; an inexact ``problem.delta`` is an upper bound and is not
+        compared) and warns (:class:`jaxdist.experiments.AssumptionWarning`) when the problem's
+        value is larger, i.e. when the method's guarantee does not apply. Stored as sorted
+        ``(name, float)`` pairs (a hashable value; traced entries are kept as they are).
     """
 
-    init: Callable[[PyTree], Any]
-    round: Callable[[Any, Oracle, jax.Array], tuple[Any, dict[str, Any]]]
-    params: Callable[[Any], PyTree]
-    needs_server: bool = False
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        init: Callable[[PyTree], Any],
+        round: Callable[[Any, Oracle, jax.Array], tuple[Any, dict[str, Any]]],
+        params: Callable[[Any], PyTree],
+        needs_server: bool = False,
+        bounds: Mapping[str, Any] | None = None,
+    ) -> RoundMethod:
+        if bounds is not None:
+            if not isinstance(bounds, Mapping):
+                bounds = dict(bounds)
+            bounds = tuple(sorted((str(k), _concrete(v)) for k, v in bounds.items()))
+        return super().__new__(cls, init, round, params, bool(needs_server), bounds)
+
+
+def _concrete(value: Any) -> Any:
+    try:
+        return float(value)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        return value
 
 
 @dataclasses.dataclass(frozen=True)
