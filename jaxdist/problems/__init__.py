@@ -6,13 +6,18 @@ minibatch sampler. What is here:
 
 * **generators**: :func:`quadratic` (prescribed spectrum, similarity and heterogeneity),
   :func:`quadratic_problem` (given matrices, with :func:`quadratic_constants`),
+  :func:`similar_quadratics` (a convex server exactly δ-similar to the mean, THEORY.md §2.10),
+  :func:`heterogeneous_quadratics` (every worker with κ(f_m) = κ(f), for κ sweeps),
   :func:`top1_counterexample` (THEORY.md §3) and :func:`logistic_regression` (LIBSVM data
   shipped with the package or read from a path; nothing is downloaded);
 * **losses** to build a :class:`Problem` by hand: :func:`quadratic_loss`, :func:`logistic_loss`;
 * **data**: :func:`load_libsvm`, :func:`parse_libsvm`, :func:`list_datasets`,
   :func:`dataset_path`, :data:`DATASETS`, :func:`labels_to_pm1`;
+* **similarity**: :func:`measure_similarity`, max_m ||∇²f_m(x) − ∇²f(x)|| measured exactly at
+  a few points (δ ∝ L/√n for n i.i.d. samples per worker, THEORY.md §2.9);
 * **splits** of n samples across M workers: :func:`split_iid`, :func:`split_by_label`,
-  :func:`split_dirichlet`, :func:`split_sizes`, and :func:`check_split` for your own;
+  :func:`split_dirichlet`, :func:`split_sizes`, :func:`split_uniform` (n disjoint random
+  samples per worker, the rest unused), and :func:`check_split` for your own;
 * **minibatches**: :func:`sample_minibatch`, uniform without replacement (b-nice sampling), the
   sampler behind every ``Problem.sample_fn``.
 
@@ -46,31 +51,39 @@ from jaxdist.problems._quadratic import quadratic_constants as quadratic_constan
 from jaxdist.problems._quadratic import quadratic_loss as quadratic_loss
 from jaxdist.problems._quadratic import quadratic_problem as quadratic_problem
 from jaxdist.problems._sampling import sample_minibatch as sample_minibatch
+from jaxdist.problems._similar import heterogeneous_quadratics as heterogeneous_quadratics
+from jaxdist.problems._similar import measure_similarity as measure_similarity
+from jaxdist.problems._similar import similar_quadratics as similar_quadratics
 from jaxdist.problems._splits import check_split as check_split
 from jaxdist.problems._splits import split_by_label as split_by_label
 from jaxdist.problems._splits import split_dirichlet as split_dirichlet
 from jaxdist.problems._splits import split_iid as split_iid
 from jaxdist.problems._splits import split_sizes as split_sizes
+from jaxdist.problems._splits import split_uniform as split_uniform
 
 __all__ = [
     "DATASETS",
     "Problem",
     "check_split",
     "dataset_path",
+    "heterogeneous_quadratics",
     "labels_to_pm1",
     "list_datasets",
     "load_libsvm",
     "logistic_loss",
     "logistic_regression",
+    "measure_similarity",
     "parse_libsvm",
     "quadratic",
     "quadratic_constants",
     "quadratic_loss",
     "quadratic_problem",
     "sample_minibatch",
+    "similar_quadratics",
     "split_by_label",
     "split_dirichlet",
     "split_iid",
     "split_sizes",
+    "split_uniform",
     "top1_counterexample",
 ]

@@ -34,6 +34,7 @@ from jaxdist.problems._splits import (
     split_dirichlet,
     split_iid,
     split_sizes,
+    split_uniform,
 )
 
 __all__ = ["logistic_regression", "logistic_loss", "labels_to_pm1"]
@@ -164,6 +165,35 @@ def _max_deviation_norm(B: np.ndarray) -> float:
     return float(np.max(np.abs(np.linalg.eigvalsh(H - H_bar))))
 
 
+def _directions(key, d, num=3):
+    """``num`` independent uniformly random unit vectors in R^d (the points of
+    :func:`measure_similarity`: the same generator, so the same directions for the same key)."""
+    u = numpy_rng(key).standard_normal((num, d))
+    return u / np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-300)
+
+
+def _logistic_deviation(X, y, w, points):
+    """δ(x) = max_m ||∇²f_m(x) − ∇²f(x)|| and the server's ||∇²f_1(x) − ∇²f(x)|| at each point.
+
+    Exact, in float64: ∇²f_m(x) = B_mᵀB_m + l2·I with B_m = diag(sqrt(w σ'(y aᵀx))) A_m (padding
+    rows have w = 0); the l2·I cancels in the differences. ``X``, ``y``, ``w`` are the stored
+    data (shapes (M, n_max, d), (M, n_max), (M, n_max)), ``points`` has shape (P, d). Returns two
+    float64 arrays of shape (P,).
+    """
+    M = X.shape[0]
+    per = np.zeros(points.shape[0])
+    per_server = np.zeros(points.shape[0])
+    if M == 1:
+        return per, per_server
+    for j, x in enumerate(points):  # a few evaluation points, not a worker loop
+        s = _sigmoid(y * (X @ x))
+        B = X * np.sqrt(w * s * (1.0 - s))[..., None]
+        per[j] = _max_deviation_norm(B)
+        H_bar = np.einsum("mni,mnj->ij", B, B) / M
+        per_server[j] = float(np.max(np.abs(np.linalg.eigvalsh(B[0].T @ B[0] - H_bar))))
+    return per, per_server
+
+
 def _newton(A, y, w, l2, *, tol=1e-12, max_iter=100):
     """Minimizes Σ w_i log(1+exp(−y_i a_iᵀx)) + (l2/2)||x||² in float64 (damped Newton)."""
     d = A.shape[1]
@@ -249,6 +279,7 @@ def logistic_regression(
     key: Any = 0,
     concentration: float | None = None,
     sizes: Sequence[int] | None = None,
+    samples_per_worker: int | None = None,
     max_samples: int | None = None,
     n_features: int | None = None,
     dtype: Any = None,
@@ -274,6 +305,16 @@ def logistic_regression(
       l2)``. It is O(L), not the O(L/√n) of THEORY.md §2.9; the exact similarity at the
       optimum, max_m ||∇²f_m(x*) − ∇²f(x*)||, is ``info["delta_at_x_star"]`` (computed
       exactly, eigendecomposing only the workers that can attain the maximum).
+    * The server is worker 0: ``info["L_server"] = L_m[0]`` (attained at x = 0, where
+      σ' = 1/4) and ``info["mu_server"] = l2`` are f₁'s smoothness and strong convexity.
+    * With ``samples_per_worker=n`` every worker holds n rows drawn uniformly at random without
+      replacement, disjoint across workers (:func:`split_uniform`; M·n must not exceed the number
+      of samples N, the other N − M·n rows are not used). This is the i.i.d. setting of
+      THEORY.md §2.9, where the similarity shrinks like L/√n: ``info["delta_measured"]`` and
+      ``info["delta_server"]`` hold max_m ||∇²f_m(x) − ∇²f(x)|| and ||∇²f_1(x) − ∇²f(x)||,
+      measured exactly by :func:`measure_similarity` (max over x* and 3 random points
+      x* + ||x*||·u, drawn from ``key``). ``delta`` stays the proven bound above, valid for every
+      x (``delta_exact=False``); use ``info["delta_measured"]`` for a method's δ.
 
     Args:
       dataset: a shipped data set name (``"mushrooms"``, ``"a9a"``, ``"phishing"``, ``"w8a"``), a
@@ -289,6 +330,8 @@ def logistic_regression(
       concentration: Dirichlet concentration for ``split="dirichlet"`` (see
         :func:`split_dirichlet`).
       sizes: per-worker sample counts for ``split="sizes"``.
+      samples_per_worker: n >= 1: each worker gets n rows drawn uniformly without replacement,
+        disjoint across workers (needs ``split="iid"``, the default, and M·n <= N); see above.
       max_samples: keep a random subset of this many samples (before splitting).
       n_features: number of features of a LIBSVM file (see :func:`load_libsvm`).
       dtype: storage dtype (default: JAX's default float).
@@ -307,6 +350,9 @@ def logistic_regression(
       >>> p = logistic_regression("mushrooms", 4, l2=1e-2, max_samples=400, key=0)
       >>> p.dim, p.info["samples_per_worker"], p.mu
       (113, (100, 100, 100, 100), 0.01)
+      >>> q = logistic_regression("mushrooms", 4, l2=1e-2, samples_per_worker=100, key=0)
+      >>> q.info["split"], q.info["samples_per_worker"], q.info["delta_measured"] < q.delta
+      ('uniform', (100, 100, 100, 100), True)
     """
     M = check_int("num_workers", num_workers)
     l2 = finite_float("l2", l2)
@@ -334,7 +380,23 @@ def logistic_regression(
     if bias:
         X = np.concatenate([X, np.ones((X.shape[0], 1))], axis=1)
     n, d = X.shape
-    parts = _resolve_split(split, y, M, key=key, concentration=concentration, sizes=sizes)
+    if samples_per_worker is not None:
+        samples_per_worker = check_int("samples_per_worker", samples_per_worker, low=1)
+        if not (isinstance(split, str) and split == "iid"):
+            raise ValueError(
+                "samples_per_worker draws its own uniform split: leave split='iid' (the default), "
+                f"got split={split!r}"
+            )
+        if M * samples_per_worker > X.shape[0]:
+            raise ValueError(
+                f"samples_per_worker * num_workers must be <= the {X.shape[0]} samples (the "
+                f"workers' rows are disjoint), got samples_per_worker={samples_per_worker} * "
+                f"num_workers={M} = {M * samples_per_worker}"
+            )
+        parts = split_uniform(X.shape[0], M, samples_per_worker, key=key)
+        split = "uniform"
+    else:
+        parts = _resolve_split(split, y, M, key=key, concentration=concentration, sizes=sizes)
     counts = np.array([p.size for p in parts], dtype=np.int64)
     n_max = int(counts.max())
 
@@ -398,7 +460,16 @@ def logistic_regression(
         "newton_iterations": iters,
         "delta_at_x_star": delta_at,
         "split_indices": tuple(parts),
+        "L_server": float(L_m[0]),
+        "mu_server": l2,
     }
+    if samples_per_worker is not None:
+        pts = np.concatenate(
+            [x_star[None], x_star + (float(np.linalg.norm(x_star)) or 1.0) * _directions(key, d)]
+        )
+        per, per_server = _logistic_deviation(Xp, yp, wp, pts)
+        info["delta_measured"] = float(np.max(per))
+        info["delta_server"] = float(np.max(per_server))
     return Problem(
         name=f"logistic_regression({ds_name}, M={M}, split={split_name}, l2={l2:g})",
         loss=functools.partial(logistic_loss, l2=l2),

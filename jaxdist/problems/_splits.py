@@ -1,7 +1,9 @@
-"""Splitting a data set across workers: i.i.d., sorted by label, Dirichlet, given sizes.
+"""Splitting a data set across workers: i.i.d., sorted by label, Dirichlet, given sizes, uniform.
 
 Every splitter returns a list of ``num_workers`` sorted ``int64`` index arrays that together cover
-``0 .. n-1`` exactly once, with at least one sample per worker. All randomness comes from the
+``0 .. n-1`` exactly once, with at least one sample per worker; the exception is
+:func:`split_uniform`, which gives every worker the same number of disjoint random samples and
+leaves the remaining ones out. All randomness comes from the
 keyword-only ``key`` (an ``int`` seed or a JAX PRNG key, as everywhere in
 :mod:`jaxdist.problems`), through a NumPy generator seeded from the key's data, so a split is a
 deterministic function of its arguments.
@@ -22,6 +24,7 @@ __all__ = [
     "split_by_label",
     "split_dirichlet",
     "split_sizes",
+    "split_uniform",
     "check_split",
 ]
 
@@ -214,3 +217,44 @@ def split_sizes(n: int, sizes: Sequence[int], *, key: Any = 0) -> list[np.ndarra
         raise ValueError(f"sizes must sum to n={n}, got sum={int(sizes_arr.sum())}")
     order = np.arange(n) if key is None else numpy_rng(key).permutation(n)
     return _finish(np.split(order, np.cumsum(sizes_arr)[:-1]))
+
+
+def split_uniform(
+    n: int, num_workers: int, samples_per_worker: int, *, key: Any = 0
+) -> list[np.ndarray]:
+    """Disjoint uniform subsamples: every worker gets ``samples_per_worker`` random samples.
+
+    The first M·k entries of a uniformly random permutation of ``range(n)`` are cut into M
+    blocks of k = ``samples_per_worker``: each worker's set is a uniform sample without
+    replacement, the sets are disjoint, and the other n − M·k samples are left out (this is
+    *not* a partition unless M·k = n, so :func:`check_split` refuses it; when M·k = n it equals
+    ``split_iid(n, M, key=key)``). This is the i.i.d. setting in which the Hessian similarity
+    shrinks like L/√k (THEORY.md §2.9).
+
+    Args:
+      n: number of samples.
+      num_workers: number of workers M >= 1.
+      samples_per_worker: k >= 1, with M·k <= n.
+      key: an ``int`` seed (>= 0) or a JAX PRNG key.
+
+    Returns:
+      A list of M sorted ``int64`` index arrays of size k, pairwise disjoint.
+
+    Raises:
+      ValueError: M·k > n, or a count below 1.
+
+    Examples:
+      >>> from jaxdist.problems import split_uniform
+      >>> [p.size for p in split_uniform(10, 3, 2, key=0)]
+      [2, 2, 2]
+    """
+    n, num_workers = _check_workers(n, num_workers)
+    k = check_int("samples_per_worker", samples_per_worker, low=1)
+    if num_workers * k > n:
+        raise ValueError(
+            f"samples_per_worker * num_workers must be <= n={n} (the workers' samples are "
+            f"disjoint), got samples_per_worker={k} * num_workers={num_workers} = "
+            f"{num_workers * k}"
+        )
+    perm = numpy_rng(key).permutation(n)[: num_workers * k]
+    return _finish(perm.reshape(num_workers, k))
