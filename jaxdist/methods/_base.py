@@ -184,6 +184,20 @@ def tree_select(pred: Any, a: PyTree, b: PyTree) -> PyTree:
     return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
 
 
+def tree_norm(tree: PyTree) -> jax.Array:
+    """Euclidean norm of all leaves of ``tree`` together."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in leaves))
+
+
+def tree_dtype(name: str, tree: PyTree) -> Any:
+    """The common dtype of ``tree``'s leaves; a tree without array leaves is refused."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    if not leaves:
+        raise ValueError(f"{name}: params has no array leaves")
+    return jnp.result_type(*leaves)
+
+
 # ---------------------------------------------------------------------------------------------
 # Sizes, ledgers and checks.
 

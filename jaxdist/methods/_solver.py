@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxdist._validate import check_int, check_number
+from jaxdist.methods._base import tree_norm
 
 __all__ = ["Solver", "SolveInfo"]
 
@@ -48,11 +49,6 @@ class SolveInfo(NamedTuple):
     steps: jax.Array
     grad_norm: jax.Array
     converged: jax.Array
-
-
-def _norm(tree: PyTree) -> jax.Array:
-    leaves = jax.tree_util.tree_leaves(tree)
-    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in leaves))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +141,7 @@ class Solver:
         L = jnp.asarray(L, dtype)
         mu = jnp.asarray(mu, dtype)
         g0 = grad(z0)
-        n0 = _norm(g0)
+        n0 = tree_norm(g0)
         tol = jnp.asarray(atol, dtype) + jnp.asarray(rtol, dtype) * n0
         sq = jnp.sqrt(L / jnp.where(mu > 0, mu, L))
         beta_sc = (sq - 1.0) / (sq + 1.0)
@@ -161,7 +157,7 @@ class Solver:
             beta = jnp.where(mu > 0, beta_sc, (kf - 1.0) / (kf + 2.0))
             y_new = jax.tree_util.tree_map(lambda a, b: a + beta * (a - b), z, z_prev)
             g_new = grad(y_new)
-            return z, y_new, g_new, _norm(g_new), k + 1
+            return z, y_new, g_new, tree_norm(g_new), k + 1
 
         carry = (z0, z0, g0, n0, jnp.ones((), jnp.int32))
         _, y, _, gnorm, steps = lax.while_loop(cond, body, carry)
