@@ -108,6 +108,9 @@ METHOD_FACTORIES = (
     "local_sgd",
     "fedavg",
     "scaffnew",
+    "fedprox",
+    "scaffold",
+    "fedpaq",
 )
 
 

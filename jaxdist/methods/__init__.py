@@ -16,8 +16,13 @@ construction (``key=``, ``salt=``) is stored in the state; ``update`` takes no k
 
 **Round-based methods** follow the round protocol (:mod:`jaxdist.methods._round`):
 ``init(params)``, ``round(state, oracle, key) -> (state, info)``, ``params(state)``: local GD /
-local SGD / FedAvg with partial participation (:func:`local_gd`) and Scaffnew / ProxSkip
-(:func:`scaffnew`). :func:`nesterov` is the accelerated baseline (a per-step method).
+local SGD / FedAvg with partial participation (:func:`local_gd`), FedPAQ (compressed uplink,
+:func:`fedpaq`), FedProx (:func:`fedprox`), SCAFFOLD (:func:`scaffold`) and Scaffnew / ProxSkip
+(:func:`scaffnew`); under data similarity Bregman GD (the lecture's mirror descent,
+:func:`bregman_gd`), DANE (:func:`dane`), accelerated extragradient sliding (:func:`aeg_sliding`)
+and OLGA (compression under similarity, :func:`olga`). Local and server subproblems are solved by
+one component, :class:`Solver` (budget and tolerance; unsolved solves are reported).
+:func:`nesterov` is the accelerated baseline (a per-step method).
 :func:`as_round` hosts a per-step method as a round ("one gradient, one update"), which is how
 :func:`jaxdist.run` runs both kinds.
 
@@ -44,7 +49,9 @@ from jaxdist.methods._error_feedback import EF21State as EF21State
 from jaxdist.methods._error_feedback import ef14 as ef14
 from jaxdist.methods._error_feedback import ef21 as ef21
 from jaxdist.methods._error_feedback import ef21_p as ef21_p
+from jaxdist.methods._fedprox import fedprox as fedprox
 from jaxdist.methods._local import fedavg as fedavg
+from jaxdist.methods._local import fedpaq as fedpaq
 from jaxdist.methods._local import local_gd as local_gd
 from jaxdist.methods._local import local_sgd as local_sgd
 from jaxdist.methods._local import scaffnew as scaffnew
@@ -56,6 +63,7 @@ from jaxdist.methods._round import Oracle as Oracle
 from jaxdist.methods._round import PerStep as PerStep
 from jaxdist.methods._round import RoundMethod as RoundMethod
 from jaxdist.methods._round import as_round as as_round
+from jaxdist.methods._scaffold import scaffold as scaffold
 from jaxdist.methods._solver import SolveInfo as SolveInfo
 from jaxdist.methods._solver import Solver as Solver
 from jaxdist.methods._wrappers import AccumulateState as AccumulateState
@@ -89,10 +97,13 @@ __all__ = [
     "ef21",
     "ef21_p",
     "fedavg",
+    "fedpaq",
+    "fedprox",
     "local_gd",
     "local_sgd",
     "marina",
     "nesterov",
     "reseed",
     "scaffnew",
+    "scaffold",
 ]

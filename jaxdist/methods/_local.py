@@ -1,4 +1,4 @@
-r"""Local-step methods (THEORY.md §2.8): local GD / local SGD / FedAvg and Scaffnew (ProxSkip).
+r"""Local-step methods (THEORY.md §2.8): local GD / local SGD / FedAvg, FedPAQ and Scaffnew.
 
 Both are round-based methods (:class:`jaxdist.methods.RoundMethod`) written for one worker on
 the worker axis. Their draws follow the key path of :mod:`jaxdist.methods._base`: the round key
@@ -8,7 +8,9 @@ the worker axis. Their draws follow the key path of :mod:`jaxdist.methods._base`
   local GD (a shared permutation) and Scaffnew's communication coin;
 * ``fold_in(fold_in(k, LOCAL), h)`` (``LOCAL = 3``): the key of local step ``h`` passed to
   ``oracle.grad``; the oracle folds in the worker index, so every worker draws its own
-  minibatch (when the run has a batch size; otherwise every call is a full local gradient).
+  minibatch (when the run has a batch size; otherwise every call is a full local gradient);
+* ``worker_key(fold_in(k, UPLINK))`` (``UPLINK = 0``): the key of FedPAQ's uplink compressor,
+  ``fold_in(fold_in(k, UPLINK), m)`` for worker ``m`` (the key itself for a shared-key one).
 """
 
 from __future__ import annotations
@@ -20,18 +22,23 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxdist._validate import check_int, check_number
+from jaxdist.comm._aggregate import compressed_mean
 from jaxdist.comm._axis import (
     AxisName,
     axis_index,
     axis_size,
     uniform_cond,
     varying,
+    worker_key,
     worker_mean,
     worker_sum,
 )
+from jaxdist.compressors._base import Compressor
 from jaxdist.compressors._sampling import bernoulli_coin
 from jaxdist.methods._base import (
     COIN,
+    UPLINK,
+    check_compressor,
     make_ledger,
     purpose_key,
     tree_axpy,
@@ -40,7 +47,7 @@ from jaxdist.methods._base import (
 )
 from jaxdist.methods._round import Oracle, RoundMethod
 
-__all__ = ["LOCAL", "local_gd", "local_sgd", "fedavg", "scaffnew"]
+__all__ = ["LOCAL", "local_gd", "local_sgd", "fedavg", "fedpaq", "scaffnew"]
 
 PyTree = Any
 
@@ -57,17 +64,59 @@ def _check_positive(name: str, value: Any) -> Any:
     return check_number(name, value, low=0.0, low_open=True)
 
 
-def _participants(num_participants: int | None, axis_name: AxisName) -> int:
+def _participants(num_participants: int | None, axis_name: AxisName, who: str = "local_gd") -> int:
     """The number of participants S, checked against the axis size M at trace time."""
     M = axis_size(axis_name)
     if num_participants is None:
         return M
     if num_participants > M:
         raise ValueError(
-            f"local_gd: num_participants={num_participants} exceeds the number of workers "
+            f"{who}: num_participants={num_participants} exceeds the number of workers "
             f"M={M} on axis {axis_name!r}; it must satisfy 1 <= num_participants <= M"
         )
     return num_participants
+
+
+def participation(
+    key: jax.Array, num_participants: int | None, axis_name: AxisName, who: str = "local_gd"
+) -> tuple[int, jax.Array]:
+    """``(S, mine)``: the number of participants of the round with key ``key`` and whether this
+    worker is one of them.
+
+    The participants are the first S entries of ``jax.random.permutation(fold_in(key, COIN),
+    M)`` (the same on every worker); with ``num_participants=None`` (or S = M) every worker
+    takes part and nothing is drawn.
+
+    Raises:
+      ValueError: ``num_participants > M`` (at trace time; the message names ``who``).
+    """
+    M = axis_size(axis_name)
+    S = _participants(num_participants, axis_name, who)
+    if S == M:
+        return S, jnp.ones((), bool)
+    perm = jax.random.permutation(purpose_key(key, COIN), M)
+    chosen = jnp.zeros((M,), bool).at[perm[:S]].set(True)
+    return S, chosen[axis_index(axis_name)]
+
+
+def participant_mean(tree: PyTree, mine: jax.Array, S: int, axis_name: AxisName) -> PyTree:
+    """``(1/S) Σ_{m ∈ S_t} tree_m`` on every worker (the plain worker mean when S = M)."""
+    if S == axis_size(axis_name):
+        return worker_mean(tree, axis_name)
+    masked = jax.tree_util.tree_map(lambda d: jnp.where(mine, d, jnp.zeros_like(d)), tree)
+    return tree_scale(1.0 / S, worker_sum(masked, axis_name))
+
+
+def check_unbiased(compressor: Any, who: str) -> Compressor:
+    """``compressor`` if it is a jaxdist compressor of the unbiased class U(ω)."""
+    compressor = check_compressor(compressor, "compressor")
+    if not compressor.unbiased:
+        raise ValueError(
+            f"{who} needs an unbiased compressor (class U(ω), E C(x) = x), got "
+            f"compressor={compressor.name}; a biased one (Top-K, sign) makes the averaged "
+            "model update biased: use rand_k, qsgd, natural, ... or an error-feedback method"
+        )
+    return compressor
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,6 +129,7 @@ def local_gd(
     *,
     server_learning_rate: Any = 1.0,
     num_participants: int | None = None,
+    compressor: Compressor | None = None,
     axis_name: AxisName = "workers",
 ) -> RoundMethod:
     r"""Local GD / local SGD / FedAvg: H local gradient steps, then a (partial) average.
@@ -100,6 +150,11 @@ def local_gd(
     the same on every worker. Idle workers send nothing: under the simulation their local
     steps are computed and masked out, and they report 0 gradient evaluations.
 
+    With a ``compressor`` (FedPAQ, :func:`fedpaq`) each participant sends
+    :math:`C_m(x_{m,H} - x^t)` instead of its model, and the server averages the compressed
+    updates: :math:`x^{t+1} = x^t + \eta_s \frac{1}{|S_t|}\sum_{m \in S_t} C_m(x_{m,H} -
+    x^t)`; worker ``m`` draws from ``worker_key(fold_in(k, UPLINK))``.
+
     **Theory** (THEORY.md §2.8). On quadratics :math:`f_m = \tfrac12 x^\top A_m x - b_m^\top
     x` with full participation and :math:`\eta_s = 1`, the round map is :math:`x^+ = x -
     \frac1M\sum_m P_m(x - x_m^\star)` with :math:`P_m = I - (I - \gamma A_m)^H`, so local GD
@@ -111,9 +166,10 @@ def local_gd(
     :math:`O(\gamma^2 L (H-1)^2 \sigma_\star^2)` [constants unverified].
 
     **Communication** per round: each participant receives :math:`x^t` (one full message
-    down) and sends :math:`x_{m,H}` (one full message up); idle workers' ledgers record no
-    message. Every worker's ledger counts the round (``rounds`` += 1): the system has one
-    communication round per round.
+    down) and sends :math:`x_{m,H}` (one full message up; with a compressor one
+    ``compressor.bits(params)`` message of kind ``"compressed"``); idle workers' ledgers
+    record no message. Every worker's ledger counts the round (``rounds`` += 1): the system
+    has one communication round per round.
 
     Args:
       learning_rate: local step size γ > 0 (a float, or a traced scalar in a sweep).
@@ -123,6 +179,8 @@ def local_gd(
       num_participants: S, the number of workers taking part in each round, with
         ``1 <= S <= M`` (checked against the axis size when the method is traced); ``None``
         for full participation.
+      compressor: ``None`` (send the model), or an unbiased jaxdist compressor applied to the
+        model update :math:`x_{m,H} - x^t` (FedPAQ; see :func:`fedpaq`).
       axis_name: the worker axis.
 
     Returns:
@@ -132,8 +190,11 @@ def local_gd(
 
     Raises:
       ValueError: ``learning_rate <= 0``, ``server_learning_rate <= 0``, ``local_steps < 1``,
-        ``num_participants < 1``, or ``num_participants > M`` (at trace time).
-      TypeError: a non-integer ``local_steps`` or ``num_participants``.
+        ``num_participants < 1``, ``num_participants > M`` (at trace time), a biased
+        ``compressor``, or a compressor that reads the worker axis (Perm-K) with partial
+        participation (at trace time).
+      TypeError: a non-integer ``local_steps`` or ``num_participants``, or a ``compressor``
+        that is not a jaxdist compressor.
 
     References:
       Khaled, Mishchenko, Richtárik, `Tighter theory for local SGD on identical and
@@ -141,28 +202,24 @@ def local_gd(
       unified theory of decentralized SGD with changing topology and local updates
       <https://arxiv.org/abs/2003.10422>`_, 2020; McMahan et al., `Communication-efficient
       learning of deep networks from decentralized data <https://arxiv.org/abs/1602.05629>`_,
-      2017 (FedAvg).
+      2017 (FedAvg); Reisizadeh et al., `FedPAQ <https://arxiv.org/abs/1909.13014>`_, 2020.
     """
+    who = "local_gd" if compressor is None else "fedpaq"
     learning_rate = _check_positive("learning_rate", learning_rate)
     server_learning_rate = _check_positive("server_learning_rate", server_learning_rate)
     H = check_int("local_steps", local_steps, low=1)
     if num_participants is not None:
         num_participants = check_int("num_participants", num_participants, low=1)
+    if compressor is not None:
+        compressor = check_unbiased(compressor, who)
 
     def init(params: PyTree) -> dict[str, Any]:
-        _participants(num_participants, axis_name)
-        return {"x": params, "ledger": make_ledger(params, None, None)}
+        _participants(num_participants, axis_name, who)
+        return {"x": params, "ledger": make_ledger(params, compressor, None)}
 
     def round_fn(state: dict[str, Any], oracle: Oracle, key: jax.Array):
-        M = axis_size(axis_name)
-        S = _participants(num_participants, axis_name)
         x = state["x"]
-        if S == M:
-            mine = jnp.ones((), bool)
-        else:
-            perm = jax.random.permutation(purpose_key(key, COIN), M)
-            chosen = jnp.zeros((M,), bool).at[perm[:S]].set(True)
-            mine = chosen[axis_index(axis_name)]
+        S, mine = participation(key, num_participants, axis_name, who)
 
         def local(x_m, h):
             g = oracle.grad(x_m, _local_key(key, h))
@@ -170,17 +227,96 @@ def local_gd(
 
         x_m, _ = lax.scan(local, x, jnp.arange(H, dtype=jnp.int32))
         delta = tree_sub(x_m, x)
-        if S == M:
-            avg = worker_mean(delta, axis_name)
+        if compressor is None:
+            avg = participant_mean(delta, mine, S, axis_name)
+        elif S == axis_size(axis_name):
+            avg = compressed_mean(compressor, purpose_key(key, UPLINK), delta, axis_name=axis_name)
         else:
-            masked = jax.tree_util.tree_map(lambda d: jnp.where(mine, d, jnp.zeros_like(d)), delta)
-            avg = tree_scale(1.0 / S, worker_sum(masked, axis_name))
+            if compressor.needs_axis:
+                raise ValueError(
+                    f"fedpaq: compressor={compressor.name} reads the worker axis (its messages "
+                    "are unbiased only summed over all M workers); with num_participants="
+                    f"{S} < M use an independent compressor such as rand_k"
+                )
+            wkey = worker_key(
+                purpose_key(key, UPLINK), shared=compressor.shared_key, axis_name=axis_name
+            )
+            avg = participant_mean(compressor.compress(wkey, delta), mine, S, axis_name)
         x_new = tree_axpy(server_learning_rate, avg, x)
         count = mine.astype(jnp.int32)
-        ledger = state["ledger"].record(up={"full": count}, down={"full": count}, rounds=1)
+        up = {"full": count} if compressor is None else {"compressed": count}
+        ledger = state["ledger"].record(up=up, down={"full": count}, rounds=1)
         return {"x": x_new, "ledger": ledger}, {"grad_evals": H * count}
 
     return RoundMethod(init, round_fn, lambda s: s["x"])
+
+
+def fedpaq(
+    learning_rate: Any,
+    local_steps: int,
+    compressor: Compressor,
+    *,
+    num_participants: int | None = None,
+    server_learning_rate: Any = 1.0,
+    axis_name: AxisName = "workers",
+) -> RoundMethod:
+    r"""FedPAQ: local GD / local SGD whose participants send a compressed model update.
+
+    :func:`local_gd` with ``compressor``: each participant takes H local (stochastic with the
+    run's ``batch_size``) steps from :math:`x^t` and sends the unbiased compression of its
+    update; the server averages the decoded updates:
+
+    .. math::
+
+       x^{t+1} = x^t + \eta_s\,\frac{1}{|S_t|}\sum_{m\in S_t} C_m\big(x_{m,H} - x^t\big),
+       \qquad \mathbb E\,C_m(v) = v .
+
+    Worker ``m``'s compressor draws from ``fold_in(fold_in(k, UPLINK), m)`` (``k`` the round
+    key; the key itself for a shared-key operator), the participants from ``fold_in(k,
+    COIN)`` as in :func:`local_gd`.
+
+    **Theory** (Reisizadeh et al. 2020, Thm 1–2; not in THEORY.md, constants unverified):
+    since :math:`C_m` is unbiased, the averaged update is an unbiased estimate of local GD's,
+    with variance at most :math:`\frac{\omega}{|S_t|^2}\sum_{m\in S_t}\|x_{m,H} - x^t\|^2`;
+    with a constant step size the iterates converge linearly to a neighbourhood of local
+    GD's fixed point :math:`x_{fp}` (:func:`jaxdist.theory.local_gd_fixed_point`) whose size
+    grows with ω and γ (the paper's strongly convex rate :math:`O(1/T)` uses decaying steps).
+
+    **Communication** per participant and round: one compressed message up
+    (``compressor.bits(params)`` bits, ledger kind ``"compressed"``), the full model down;
+    idle workers nothing.
+
+    Args:
+      learning_rate: local step size γ > 0.
+      local_steps: H >= 1 local steps per round.
+      compressor: an unbiased jaxdist compressor (``rand_k``, ``qsgd``, ``natural``, ...);
+        biased ones are refused. Axis-reading ones (Perm-K) need full participation.
+      num_participants: S participants per round (``1 <= S <= M``), ``None`` for all.
+      server_learning_rate: server step size :math:`\eta_s > 0`.
+      axis_name: the worker axis.
+
+    Returns:
+      The :class:`~jaxdist.methods.RoundMethod` of :func:`local_gd` with this compressor.
+
+    Raises:
+      ValueError: as :func:`local_gd`; a biased compressor.
+      TypeError: a ``compressor`` that is not a jaxdist compressor.
+
+    References:
+      Reisizadeh, Mokhtari, Hassani, Jadbabaie, Pedarsani, `FedPAQ: A communication-efficient
+      federated learning method with periodic averaging and quantization
+      <https://arxiv.org/abs/1909.13014>`_, AISTATS 2020.
+    """
+    if compressor is None:
+        raise TypeError("fedpaq: compressor must be a jaxdist Compressor, got None")
+    return local_gd(
+        learning_rate,
+        local_steps,
+        server_learning_rate=server_learning_rate,
+        num_participants=num_participants,
+        compressor=compressor,
+        axis_name=axis_name,
+    )
 
 
 def local_sgd(

@@ -55,6 +55,7 @@ from jaxdist.theory._gd import gd_stepsize as gd_stepsize
 from jaxdist.theory._gd import nesterov_momentum as nesterov_momentum
 from jaxdist.theory._gd import nesterov_rate as nesterov_rate
 from jaxdist.theory._gd import nesterov_stepsize as nesterov_stepsize
+from jaxdist.theory._local import fedprox_fixed_point as fedprox_fixed_point
 from jaxdist.theory._local import local_gd_fixed_point as local_gd_fixed_point
 from jaxdist.theory._local import local_gd_round_map as local_gd_round_map
 from jaxdist.theory._local import scaffnew_lyapunov_weight as scaffnew_lyapunov_weight
@@ -103,6 +104,7 @@ __all__ = [
     # local
     "local_gd_round_map",
     "local_gd_fixed_point",
+    "fedprox_fixed_point",
     "scaffnew_stepsize",
     "scaffnew_probability",
     "scaffnew_rate",

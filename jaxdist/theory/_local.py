@@ -1,4 +1,4 @@
-"""Local steps (THEORY.md §2.8): local GD / FedAvg drift on quadratics, Scaffnew / ProxSkip."""
+"""Local steps (THEORY.md §2.8): local GD / FedAvg and FedProx drift on quadratics, Scaffnew."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from jaxdist._validate import check_int
 from jaxdist.theory._common import ArrayLike, _mu_le_L, _out, _pos, _refs, _unit
 
 __all__ = [
+    "fedprox_fixed_point",
     "local_gd_fixed_point",
     "local_gd_round_map",
     "scaffnew_lyapunov_weight",
@@ -90,6 +91,48 @@ def local_gd_fixed_point(A: ArrayLike, b: ArrayLike, gamma: float, H: int) -> np
     """
     P, Q, b = _local_gd_matrices(A, b, gamma, H)
     return np.linalg.solve(P.sum(axis=0), np.einsum("mij,mj->i", Q, b))
+
+
+def fedprox_fixed_point(A: ArrayLike, b: ArrayLike, mu: float) -> np.ndarray:
+    r"""The fixed point of FedProx with exact proximal steps on quadratics f_m = ½xᵀA_m x − b_mᵀx.
+
+    THEORY.md §2.10 [V-src]: the exact prox of f_m at w is (A_m + μI)⁻¹(b_m + μw), so with full
+    participation and server step 1 the round map is w⁺ = w − (1/M) Σ_m P_m (w − w_m*) with
+    P_m = (A_m + μI)⁻¹A_m, the local-GD formula with this P_m:
+
+    .. math::
+
+       w_{fp} = \Big(\sum_m (A_m + \mu I)^{-1}A_m\Big)^{-1} \sum_m (A_m + \mu I)^{-1} b_m .
+
+    It is biased (w_fp ≠ x* on heterogeneous data); the bias decreases as μ grows and vanishes
+    only as μ → ∞ (where FedProx becomes GD with step 1/μ); identical Hessians give x*. No
+    inverse of A_m is needed, so singular A_m are fine as long as Σ_m P_m is invertible.
+
+    Args:
+      A: Hessians, shape ``(M, d, d)``.
+      b: linear terms, shape ``(M, d)``.
+      mu: proximal weight μ > 0.
+
+    Returns:
+      w_fp, shape ``(d,)``, float64.
+
+    Raises:
+      ValueError: bad shapes or ``mu <= 0``.
+
+    References:
+      Li, Sahu, Zaheer, Sanjabi, Talwalkar, Smith, `Federated optimization in heterogeneous
+      networks <https://arxiv.org/abs/1812.06127>`_, 2020.
+    """
+    A = np.asarray(A, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if A.ndim != 3 or A.shape[1] != A.shape[2] or b.shape != A.shape[:2]:
+        raise ValueError(f"A must have shape (M, d, d) and b (M, d), got {A.shape} and {b.shape}")
+    mu = float(_pos("mu", mu))
+    d = b.shape[1]
+    shifted = A + mu * np.eye(d)
+    P = np.linalg.solve(shifted, A)  # (A_m + μI)⁻¹ A_m
+    q = np.linalg.solve(shifted, b[..., None])[..., 0]  # (A_m + μI)⁻¹ b_m
+    return np.linalg.solve(P.sum(axis=0), q.sum(axis=0))
 
 
 _PROXSKIP_REFS = """
