@@ -111,6 +111,10 @@ METHOD_FACTORIES = (
     "fedprox",
     "scaffold",
     "fedpaq",
+    "bregman_gd",
+    "dane",
+    "aeg_sliding",
+    "olga",
 )
 
 

@@ -59,11 +59,15 @@ from jaxdist.methods._marina import MARINAState as MARINAState
 from jaxdist.methods._marina import marina as marina
 from jaxdist.methods._nesterov import NesterovState as NesterovState
 from jaxdist.methods._nesterov import nesterov as nesterov
+from jaxdist.methods._olga import olga as olga
 from jaxdist.methods._round import Oracle as Oracle
 from jaxdist.methods._round import PerStep as PerStep
 from jaxdist.methods._round import RoundMethod as RoundMethod
 from jaxdist.methods._round import as_round as as_round
 from jaxdist.methods._scaffold import scaffold as scaffold
+from jaxdist.methods._similarity import aeg_sliding as aeg_sliding
+from jaxdist.methods._similarity import bregman_gd as bregman_gd
+from jaxdist.methods._similarity import dane as dane
 from jaxdist.methods._solver import SolveInfo as SolveInfo
 from jaxdist.methods._solver import Solver as Solver
 from jaxdist.methods._wrappers import AccumulateState as AccumulateState
@@ -88,8 +92,11 @@ __all__ = [
     "SolveInfo",
     "Solver",
     "accumulate",
+    "aeg_sliding",
     "apply_if_finite",
     "as_round",
+    "bregman_gd",
+    "dane",
     "dcgd",
     "dgd",
     "diana",
@@ -103,6 +110,7 @@ __all__ = [
     "local_sgd",
     "marina",
     "nesterov",
+    "olga",
     "reseed",
     "scaffnew",
     "scaffold",

@@ -65,10 +65,14 @@ from jaxdist.theory._local import scaffnew_stepsize as scaffnew_stepsize
 from jaxdist.theory._marina import marina_ab_stepsize as marina_ab_stepsize
 from jaxdist.theory._marina import marina_probability as marina_probability
 from jaxdist.theory._marina import marina_stepsize as marina_stepsize
+from jaxdist.theory._similarity import aeg_inner_rtol as aeg_inner_rtol
 from jaxdist.theory._similarity import aeg_sliding_parameters as aeg_sliding_parameters
+from jaxdist.theory._similarity import aeg_sliding_rate as aeg_sliding_rate
 from jaxdist.theory._similarity import bregman_constants as bregman_constants
 from jaxdist.theory._similarity import bregman_rate as bregman_rate
 from jaxdist.theory._similarity import dane_quadratic_contraction as dane_quadratic_contraction
+from jaxdist.theory._similarity import olga_parameters as olga_parameters
+from jaxdist.theory._similarity import olga_rate as olga_rate
 from jaxdist.theory._similarity import similarity_bound as similarity_bound
 from jaxdist.theory._similarity import spag_rate as spag_rate
 
@@ -115,6 +119,10 @@ __all__ = [
     "spag_rate",
     "dane_quadratic_contraction",
     "aeg_sliding_parameters",
+    "aeg_sliding_rate",
+    "aeg_inner_rtol",
+    "olga_parameters",
+    "olga_rate",
     "similarity_bound",
 ]
 
