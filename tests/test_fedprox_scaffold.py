@@ -8,6 +8,8 @@ shared permutation of fold_in(k, COIN), FedPAQ's compressor from fold_in(fold_in
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -286,6 +288,18 @@ def test_fedprox_small_budget_reports_unsolved_and_warns(x64):
     # a bound smaller than the problem's L_max is reported
     with pytest.warns(AssumptionWarning, match="L_max"):
         run(fedprox(1.0, local_smoothness=0.5 * prob.L_max, solver=EXACT), prob, 2, 0)
+
+
+def test_fedprox_float32_default_solver_stops_at_rounding():
+    """float32 cannot certify rtol = 1e-10: the default solver stops at the rounding floor
+    (a few dozen steps, every solve converged) instead of spending its budget and warning."""
+    prob = _problem(dtype=jnp.float32)
+    method = fedprox(0.1, local_smoothness=prob.L_max)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SolverWarning)
+        trace = run(method, prob, 20, 0, log_every=20)
+    assert int(trace.inner_unsolved[-1]) == 0
+    assert int(trace.inner_steps[-1]) < 0.2 * 20 * M * 500  # far below the budget
 
 
 # ---------------------------------------------------------------------------------------------

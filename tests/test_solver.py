@@ -76,6 +76,36 @@ def test_already_solved_start_costs_one_evaluation(x64):
     assert int(info.steps) == 1 and bool(info.converged)
 
 
+def test_given_first_gradient_is_used_and_counted(x64):
+    A, b = _spd(10, 1e2)
+    A_, b_ = jnp.asarray(A), jnp.asarray(b)
+    calls = []
+
+    def grad(z):
+        calls.append(1)
+        return A_ @ z - b_
+
+    solver = Solver(max_steps=200, rtol=1e-10)
+    z1, info1 = solver(grad, jnp.zeros(10), L=1.0, mu=1e-2)
+    n_plain = len(calls)
+    z2, info2 = solver(grad, jnp.zeros(10), L=1.0, mu=1e-2, grad0=-b_)
+    np.testing.assert_array_equal(np.asarray(z1), np.asarray(z2))
+    assert int(info1.steps) == int(info2.steps)  # the caller's evaluation still counts
+    assert len(calls) - n_plain == n_plain - 1  # traced once fewer: grad(z0) was not called
+
+
+def test_rounding_atol_is_the_floor_of_the_dtype():
+    from jaxdist.methods._solver import rounding_atol
+
+    eps32 = float(jnp.finfo(jnp.float32).eps)
+    assert float(rounding_atol(0.0, jnp.float32, 10.0)) == pytest.approx(2 * eps32 * 10.0)
+    assert float(rounding_atol(1.0, jnp.float32, 10.0)) == 1.0  # a larger atol is kept
+    assert float(rounding_atol(0.0, jnp.float32, 10.0, factor=64.0)) == pytest.approx(
+        64 * eps32 * 10.0
+    )
+    assert rounding_atol(0.0, jnp.float32, 1.0).dtype == jnp.float32
+
+
 def test_traced_constants_and_tolerances_under_vmap(x64):
     A, b = _spd(12, 1e3)
     A_, b_ = jnp.asarray(A), jnp.asarray(b)

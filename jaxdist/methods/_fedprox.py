@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from jaxdist._validate import check_bool, check_int, check_number
 from jaxdist.comm._axis import AxisName
-from jaxdist.methods._base import make_ledger, tree_axpy, tree_sub
+from jaxdist.methods._base import make_ledger, tree_axpy, tree_dtype, tree_norm, tree_sub
 from jaxdist.methods._local import (
     _check_positive,
     _participants,
@@ -24,7 +24,7 @@ from jaxdist.methods._local import (
     participation,
 )
 from jaxdist.methods._round import Oracle, RoundMethod
-from jaxdist.methods._solver import Solver
+from jaxdist.methods._solver import Solver, rounding_atol
 
 __all__ = ["fedprox"]
 
@@ -64,11 +64,11 @@ def fedprox(
     :math:`\nabla h_m(w^t) = \nabla f_m(w^t)`, γ-inexactness (THEORY.md §2.10) is the solver's
     relative tolerance ``rtol = γ`` (plus the solver's ``atol``, 0 by default), checked at the
     returned point; γ = 0 means "to the solver's own tolerance" (``solver.rtol``,
-    ``solver.atol``). The gradients are full local gradients. In float32 the default
-    ``rtol=1e-10`` is out of reach (every solve ends unsolved and :func:`jaxdist.run` warns):
-    pass ``inexactness > 0`` or a :class:`~jaxdist.methods.Solver` with ``rtol`` of about
-    1e-6 or more. Idle workers' solves are computed and masked out under the simulation
-    (they report 0 steps).
+    ``solver.atol``), but never below the rounding floor
+    :math:`2\varepsilon(L_h\|w^t\| + \|\nabla f_m(w^t)\|)` of the dtype (so the default
+    ``rtol=1e-10`` means "to rounding" in float32). The gradients are full local gradients.
+    Idle workers' solves are computed and masked out under the simulation (they report 0
+    steps).
 
     **Theory** (THEORY.md §2.8, §2.10). On quadratics :math:`f_m = \tfrac12 w^\top A_m w -
     b_m^\top w` with exact solves, full participation and :math:`\eta_s = 1`, the round map is
@@ -140,7 +140,16 @@ def fedprox(
             return tree_axpy(mu, tree_sub(z, w), g)
 
         rtol = _rtol(gamma, solver)
-        z, info = solver(grad_h, w, L=local_smoothness + mu, mu=mu if convex else 0.0, rtol=rtol)
+        L_h = local_smoothness + mu
+        # ∇h_m(z) = ∇f_m(z) + μ(z − w): its rounding error is about ε·(L_h‖w‖ + ‖∇f_m(w)‖)
+        # (the solver's first gradient at w is ∇f_m(w)), so no tolerance is asked below it.
+        g_w = oracle.grad(w)
+        atol = rounding_atol(
+            solver.atol, tree_dtype("fedprox", w), L_h * tree_norm(w) + tree_norm(g_w)
+        )
+        z, info = solver(
+            grad_h, w, L=L_h, mu=mu if convex else 0.0, rtol=rtol, atol=atol, grad0=g_w
+        )
         z = jax.tree_util.tree_map(lambda a, b: jnp.where(mine, a, b), z, w)
         avg = participant_mean(tree_sub(z, w), mine, S, axis_name)
         w_new = tree_axpy(server_learning_rate, avg, w)

@@ -41,7 +41,7 @@ from jaxdist.methods._base import (
     tree_sub,
 )
 from jaxdist.methods._round import Oracle, RoundMethod
-from jaxdist.methods._solver import Solver
+from jaxdist.methods._solver import Solver, rounding_atol
 
 __all__ = ["olga"]
 
@@ -290,8 +290,6 @@ def olga(
         p_, theta_, tau_, alpha_ = constants(y)
         inv_theta = 1.0 / jnp.asarray(theta_, dtype)
         L_h = jnp.asarray(L1, dtype) + inv_theta
-        eps = jnp.asarray(jnp.finfo(dtype).eps, dtype)
-        base_atol = jnp.asarray(solver.atol, dtype)
 
         # Full round at x: broadcast x, all-reduce the gradients.
         x = _lin(tau_, z, 1.0 - jnp.asarray(tau_, dtype), y)
@@ -317,8 +315,9 @@ def olga(
             def grad_h(v):
                 return tree_add(t, _lin(inv_theta, tree_sub(v, u), 1.0, oracle.server_grad(v)))
 
-            floor = 64.0 * eps * (tree_norm(t) + tree_norm(g1_u) + L_h * tree_norm(u))
-            u_new, info = solver(grad_h, u, L=L_h, mu=inv_theta, atol=jnp.maximum(base_atol, floor))
+            scale = tree_norm(t) + tree_norm(g1_u) + L_h * tree_norm(u)
+            atol = rounding_atol(solver.atol, dtype, scale, factor=64.0)
+            u_new, info = solver(grad_h, u, L=L_h, mu=inv_theta, atol=atol)
             # The counters follow the solver's residual, which is per worker under shard_map
             # when the state is (typed varying, as the runner's stacked state is).
             steps = varying(steps + info.steps, axis_name)

@@ -63,15 +63,11 @@ from jaxdist.methods._base import (
     tree_sub,
 )
 from jaxdist.methods._round import Oracle, RoundMethod
-from jaxdist.methods._solver import Solver
+from jaxdist.methods._solver import Solver, rounding_atol
 
 __all__ = ["aeg_sliding", "bregman_gd", "dane"]
 
 PyTree = Any
-
-_FLOOR = 2.0
-"""Multiple of ε_mach·(rounding scale) below which an inner tolerance is not asked for."""
-
 
 # ---------------------------------------------------------------------------------------------
 # Helpers.
@@ -101,10 +97,8 @@ def _size(tree: PyTree) -> int:
 
 
 def _atol(solver: Solver, like: PyTree, scale: jax.Array) -> jax.Array:
-    """``max(solver.atol, 2·ε·scale)``: the solver's atol, not below the rounding floor."""
-    dtype = tree_dtype("similarity", like)
-    floor = jnp.asarray(_FLOOR * float(jnp.finfo(dtype).eps), dtype) * scale
-    return jnp.maximum(jnp.asarray(solver.atol, dtype), floor.astype(dtype))
+    """The solver's atol, not below the rounding floor of a gradient of size ``scale``."""
+    return rounding_atol(solver.atol, tree_dtype("similarity", like), scale)
 
 
 def _as(value: Any, dtype: Any) -> jax.Array:
