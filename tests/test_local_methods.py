@@ -394,3 +394,30 @@ def test_traced_hyperparameters_sweep(x64):
     np.testing.assert_allclose(sweep.dist_sq[1], one.dist_sq, rtol=1e-10, atol=1e-24)
     np.testing.assert_array_equal(sweep.rounds[1], one.rounds)
     assert sweep.rounds[0, -1] != sweep.rounds[1, -1]
+
+
+def test_scaffnew_communications_grow_like_sqrt_kappa(x64):
+    """γ = 1/L, p = 1/√κ on quadratics with exact κ = 10 … 1000 (THEORY.md §2.10): expected
+    communications to ‖x − x*‖² ≤ 1e-8‖x⁰ − x*‖² grow like κ^0.5 (measured there 0.488), the
+    iterations like κ (1.017); tolerances 0.45–0.6 and 0.9–1.1 as §2.10 states."""
+    from jaxdist.problems import heterogeneous_quadratics
+
+    kappas, seeds = np.array([10.0, 31.6, 100.0, 316.0, 1000.0]), 8
+    comms, iters = [], []
+    for kappa in kappas:
+        prob = heterogeneous_quadratics(5, 15, L=1.0, mu=1.0 / kappa, key=1, dtype=jnp.float64)
+        L, mu = float(prob.L), float(prob.mu)
+        gamma, p = theory.scaffnew_stepsize(L), theory.scaffnew_probability(L, mu)
+        T = int(15 * kappa + 200)
+        trace = run(scaffnew(gamma, p), prob, T, 0, seeds=jnp.arange(seeds))
+        dist, rounds = np.asarray(trace.dist_sq), np.asarray(trace.rounds)  # [seeds, T + 1]
+        hit = dist <= 1e-8 * dist[:, :1]
+        assert hit.any(axis=1).all(), f"kappa={kappa}: not reached in {T} iterations"
+        first = hit.argmax(axis=1)
+        comms.append(rounds[np.arange(seeds), first].mean())
+        iters.append(first.mean())
+    slope_comm = np.polyfit(np.log(kappas), np.log(comms), 1)[0]
+    slope_iter = np.polyfit(np.log(kappas), np.log(iters), 1)[0]
+    print("scaffnew communications", comms, slope_comm, "iterations", iters, slope_iter)
+    assert 0.45 <= slope_comm <= 0.6, (slope_comm, comms)
+    assert 0.9 <= slope_iter <= 1.1, (slope_iter, iters)

@@ -423,8 +423,9 @@ def summarize(trace: Any, target: float) -> dict[str, Any]:
 
     Returns:
       A dict: ``final_rel_gap``, ``diverged`` (from :attr:`Trace.diverged`), ``rounds_total``,
-      ``bits_up_total_per_worker``, ``reached`` and the rounds / bits up / bits down per worker
-      at the first logged point within the target (None when never reached).
+      ``bits_up_total_per_worker``, ``reached`` and, at the first logged point within the target
+      (None when never reached), the rounds, the bits up and down per worker and the local
+      gradient evaluations per worker (``grad_evals_to_target``; None in a trace without them).
     """
     import numpy as np
 
@@ -445,10 +446,17 @@ def summarize(trace: Any, target: float) -> dict[str, Any]:
             rounds_to_target=int(trace.rounds[i]),
             bits_up_to_target=int(trace.bits_up[i]),
             bits_down_to_target=int(trace.bits_down[i]),
+            grad_evals_to_target=(
+                int(trace.series["grad_evals"][i]) if "grad_evals" in trace.series else None
+            ),
         )
     else:
         out.update(
-            reached=False, rounds_to_target=None, bits_up_to_target=None, bits_down_to_target=None
+            reached=False,
+            rounds_to_target=None,
+            bits_up_to_target=None,
+            bits_down_to_target=None,
+            grad_evals_to_target=None,
         )
     return out
 
@@ -630,6 +638,7 @@ _CSV_COLUMNS = (
     "rounds_to_target",
     "bits_up_to_target",
     "bits_down_to_target",
+    "grad_evals_to_target",
     "final_rel_gap",
     "diverged",
     "status",
