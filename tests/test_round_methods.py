@@ -20,7 +20,7 @@ import jaxdist
 from jaxdist import compressors as jc
 from jaxdist.experiments import run
 from jaxdist.methods import RoundMethod, Solver
-from jaxdist.problems import similar_quadratics
+from jaxdist.problems import logistic_regression, similar_quadratics
 
 M, D = 8, 6
 
@@ -37,6 +37,11 @@ class RoundCase:
     build: Callable[[Any], Any]  # problem -> method
     random: bool  # whether the trajectory depends on the run key
     inner: bool = False  # whether it reports subproblem solves
+    problem: Callable[[], Any] | None = None  # default: the similar quadratics below
+    batch_size: int | None = None  # minibatch size for jaxdist.run (stochastic oracles)
+
+    def make_problem(self):
+        return _problem() if self.problem is None else self.problem()
 
 
 _SOLVER = Solver(max_steps=2000, rtol=1e-5)
@@ -46,8 +51,15 @@ def _lserver(p):
     return p.info["L_server"]
 
 
+def _logistic():
+    return logistic_regression("mushrooms", M, max_samples=400, key=0)
+
+
 CASES = (
     RoundCase("local_gd", lambda p: jaxdist.local_gd(0.5, 4), False),
+    RoundCase(
+        "local_sgd", lambda p: jaxdist.local_sgd(0.5, 4), True, problem=_logistic, batch_size=5
+    ),
     RoundCase("fedavg_partial", lambda p: jaxdist.fedavg(0.5, 3, num_participants=3), True),
     RoundCase("scaffnew", lambda p: jaxdist.scaffnew(1.0 / p.L, 0.3), True),
     RoundCase(
@@ -106,7 +118,9 @@ BY_NAME = {c.name: c for c in CASES}
 T = 12
 
 
-def _run(method, prob, key=0, **kw):
+def _run(method, prob, key=0, case=None, **kw):
+    if case is not None and case.batch_size is not None:
+        kw["batch_size"] = case.batch_size
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no solver, assumption or disagreement warnings
         return run(method, prob, T, key, log_every=4, **kw)
@@ -117,10 +131,11 @@ _INT_SERIES = ("bits_up", "bits_down", "bits_up_total", "bits_down_total", "roun
 
 @pytest.mark.parametrize("name", NAMES)
 def test_vmap_equals_shard_map(name):
-    prob = _problem()
-    method = BY_NAME[name].build(prob)
-    a = _run(method, prob)
-    b = _run(method, prob, backend="shard_map")
+    case = BY_NAME[name]
+    prob = case.make_problem()
+    method = case.build(prob)
+    a = _run(method, prob, case=case)
+    b = _run(method, prob, case=case, backend="shard_map")
     for s in (*_INT_SERIES, "grad_evals"):
         np.testing.assert_array_equal(a[s], b[s], err_msg=s)
     np.testing.assert_allclose(a.dist_sq, b.dist_sq, rtol=2e-3, atol=1e-6)
@@ -130,7 +145,7 @@ def test_vmap_equals_shard_map(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_deterministic_per_key_and_compiled_once(name):
     case = BY_NAME[name]
-    prob = _problem()
+    prob = case.make_problem()
     method = case.build(prob)
     traced = []
 
@@ -139,10 +154,10 @@ def test_deterministic_per_key_and_compiled_once(name):
         return method.round(state, oracle, key)
 
     wrapped = RoundMethod(method.init, counted, method.params, method.needs_server, method.bounds)
-    a = _run(wrapped, prob, key=0)
+    a = _run(wrapped, prob, key=0, case=case)
     n = len(traced)
-    b = _run(wrapped, prob, key=0)
-    c = _run(wrapped, prob, key=1)
+    b = _run(wrapped, prob, key=0, case=case)
+    c = _run(wrapped, prob, key=1, case=case)
     assert len(traced) == n, "a second run of the same method recompiled"
     for s in a.series:
         np.testing.assert_array_equal(a[s], b[s], err_msg=s)
@@ -153,12 +168,12 @@ def test_deterministic_per_key_and_compiled_once(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_reports_work_and_whole_messages(name):
     case = BY_NAME[name]
-    prob = _problem()
-    tr = _run(case.build(prob), prob)
+    prob = case.make_problem()
+    tr = _run(case.build(prob), prob, case=case)
     assert tr.grad_evals[-1] > 0 and np.all(np.diff(tr.grad_evals) >= 0)
     assert tr.rounds[-1] > 0 and np.all(np.diff(tr.rounds) >= 0)
     # down messages are whole float32 models; totals are at least the per-worker maximum
-    assert tr.bits_down[-1] % (32 * D) == 0
+    assert tr.bits_down[-1] % (32 * prob.dim) == 0
     assert tr.bits_up_total[-1] >= tr.bits_up[-1] > 0
     if case.inner:
         assert tr["inner_steps"][-1] > 0 and tr["inner_unsolved"][-1] == 0
