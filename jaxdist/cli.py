@@ -80,6 +80,26 @@ def _catalogue() -> dict[str, Any]:
     return EXPERIMENTS
 
 
+def _claims() -> dict[str, Any]:
+    # JAX-free: a claim's module imports JAX only when it runs.
+    from jaxdist.experiments.claims import CLAIMS, get_claim
+
+    return {name: get_claim(name) for name in CLAIMS}
+
+
+def _claims_text() -> str:
+    width = max(60, min(100, shutil.get_terminal_size().columns) - 2)
+    return "\n".join(
+        textwrap.fill(
+            f"{c.section} {c.claim}",
+            width,
+            initial_indent=f"  {n:22s} ",
+            subsequent_indent=" " * 25,
+        )
+        for n, c in _claims().items()
+    )
+
+
 def _experiments_text() -> str:
     """The experiments and their one-line claims, wrapped to the terminal (for ``--help``)."""
     width = max(60, min(100, shutil.get_terminal_size().columns) - 2)
@@ -100,13 +120,18 @@ class _Formatter(argparse.HelpFormatter):
     """Wraps the description as usual but keeps the epilog (the experiments) as written."""
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
-        if text.startswith("experiments:"):
+        if text.startswith(("experiments:", "claims:")):
             return text
         return super()._fill_text(text, width, indent)
 
 
 def _parser() -> tuple[_Parser, dict[str, _Parser]]:
-    epilog = "experiments:\n" + _experiments_text()
+    epilog = (
+        "experiments:\n"
+        + _experiments_text()
+        + "\n\nclaims (jaxdist reproduce):\n"
+        + (_claims_text())
+    )
     every = " or ".join(sorted({str(e.log_every) for e in _catalogue().values()}))
     parser = _Parser(
         prog="jaxdist",
@@ -126,8 +151,9 @@ def _parser() -> tuple[_Parser, dict[str, _Parser]]:
         steps=None,
         seed=0,
         no_plot=False,
+        quick=False,
     )
-    sub = parser.add_subparsers(dest="command", metavar="{list,run,plot}")
+    sub = parser.add_subparsers(dest="command", metavar="{list,run,reproduce,plot}")
     list_p = sub.add_parser(
         "list",
         help="list the named experiments, the methods and the compressors",
@@ -143,7 +169,11 @@ def _parser() -> tuple[_Parser, dict[str, _Parser]]:
         formatter_class=_Formatter,
     )
     run_p.add_argument(
-        "names", nargs="*", default=["bits"], metavar="NAME", help="experiment names, or 'all'"
+        "names",
+        nargs="*",
+        default=["bits"],
+        metavar="NAME",
+        help="experiment or claim names, or 'all' (the experiments)",
     )
     run_p.add_argument(
         "--out", default="results", metavar="DIR", help="results folder (default: results)"
@@ -161,6 +191,34 @@ def _parser() -> tuple[_Parser, dict[str, _Parser]]:
         "--seed", type=_seed, default=0, metavar="S", help="seed of the runs (default: 0)"
     )
     run_p.add_argument("--no-plot", action="store_true", help="skip the PNG figure")
+    run_p.add_argument(
+        "--quick", action="store_true", help="claims only: the small size (seconds, for tests)"
+    )
+    rep_p = sub.add_parser(
+        "reproduce",
+        help="run every claim of the lecture, check it, and write an index page",
+        description="Run every claim of the lecture (jaxdist list shows them), check each "
+        "against its prediction, draw its figures (PNG and PDF) and write <out>/index.html and "
+        "<out>/index.md with every verdict, table and figure. Finished units of work are "
+        "loaded, not rerun (keyed on a hash of their whole configuration); an interrupted run "
+        "resumes. Exit status 1 when some claim fails.",
+        epilog="claims:\n" + _claims_text(),
+        formatter_class=_Formatter,
+    )
+    rep_p.add_argument(
+        "--quick", action="store_true", help="small sizes: a few minutes on 2 CPU cores"
+    )
+    rep_p.add_argument(
+        "--out", default="results", metavar="DIR", help="results folder (default: results)"
+    )
+    rep_p.add_argument(
+        "--seed", type=_seed, default=0, metavar="S", help="seed of the runs (default: 0)"
+    )
+    rep_p.add_argument("--force", action="store_true", help="rerun every unit of work")
+    rep_p.add_argument("--no-plot", action="store_true", help="skip the figures")
+    rep_p.add_argument(
+        "--only", nargs="+", default=None, metavar="NAME", help="run only these claims"
+    )
     plot_p = sub.add_parser(
         "plot",
         help="plot finished experiments",
@@ -172,7 +230,7 @@ def _parser() -> tuple[_Parser, dict[str, _Parser]]:
     plot_p.add_argument(
         "--out", default="results", metavar="DIR", help="results folder (default: results)"
     )
-    return parser, {"list": list_p, "run": run_p, "plot": plot_p}
+    return parser, {"list": list_p, "run": run_p, "reproduce": rep_p, "plot": plot_p}
 
 
 def _flags_in(message: str) -> str:
@@ -183,16 +241,18 @@ def _flags_in(message: str) -> str:
     return message
 
 
-def _resolve_names(prog: str, names: list[str]) -> list[str]:
+def _resolve_names(prog: str, names: list[str], claims: bool = False) -> list[str]:
     experiments = _catalogue()
     if names == ["all"]:
         return list(experiments)
+    valid = list(experiments) + [n for n in _claims() if claims and n not in experiments]
     for name in names:
-        if name not in experiments:
+        if name not in valid:
+            what = "experiment or claim" if claims else "experiment"
             _fail(
                 prog,
-                f"argument NAME: unknown experiment {name!r}; choose from "
-                f"{', '.join(experiments)} (or 'all')",
+                f"argument NAME: unknown {what} {name!r}; choose from "
+                f"{', '.join(valid)} (or 'all')",
             )
     return names
 
@@ -240,6 +300,8 @@ def _list() -> int:
 
     print("experiments:")
     print(_experiments_text())
+    print("claims (jaxdist reproduce):")
+    print(_claims_text())
     methods = getattr(jm, "FACTORIES", None)
     if methods is None:  # factories of methods, not the wrappers that take one
         kinds = (optax.GradientTransformation, jm.RoundMethod)
@@ -282,10 +344,57 @@ def _plot(prog: str, names: list[str], out: str) -> int:
     return 0
 
 
-def _run(prog: str, args: argparse.Namespace) -> int:
-    names = _resolve_names(prog, args.names)
+def _reproduce(prog: str, names: list[str] | None, args: argparse.Namespace) -> int:
+    """Runs claims (all by default), prints each verdict and the index page; 1 if one fails."""
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         _fail(prog, f"argument --out: {args.out!r} exists and is not a folder")
+    if names is not None:
+        for name in names:
+            if name not in _claims():
+                _fail(
+                    prog,
+                    f"argument --only: unknown claim {name!r}; choose from {', '.join(_claims())}",
+                )
+    from jaxdist.experiments import reproduce
+
+    try:
+        index = reproduce(
+            args.out,
+            names=names,
+            quick=args.quick,
+            force=args.force,
+            seed=args.seed,
+            plots=not args.no_plot,
+            log=lambda line: print(line, flush=True),
+        )
+    except (ValueError, OSError) as e:
+        _fail(prog, _flags_in(str(e)))
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            f"{prog}: interrupted; finished units are saved, the same command resumes\n"
+        )
+        return 130
+    print()
+    print(f"  {'claim':24s} {'verdict':8s} seconds")
+    failed = 0
+    for name, entry in index.items():
+        status = "ERROR" if "error" in entry else ("PASS" if entry["verdict"]["passed"] else "FAIL")
+        failed += status != "PASS"
+        print(f"  {name:24s} {status:8s} {entry['seconds']}")
+    print(f"  index: {os.path.join(args.out, 'index.html')} (and index.md)")
+    return 1 if failed else 0
+
+
+def _run(prog: str, args: argparse.Namespace) -> int:
+    names = _resolve_names(prog, args.names, claims=True)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        _fail(prog, f"argument --out: {args.out!r} exists and is not a folder")
+    claims = [n for n in names if n not in _catalogue()]
+    if claims:
+        status = _reproduce(prog, claims, args)
+        names = [n for n in names if n in _catalogue()]
+        if not names or status:
+            return status
     from jaxdist.experiments import run_experiment
 
     for name in names:
@@ -341,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
             return _list()
         if args.command == "plot":
             return _plot(subparsers["plot"].prog, args.names, args.out)
+        if args.command == "reproduce":
+            return _reproduce(subparsers["reproduce"].prog, args.only, args)
         return _run(subparsers["run"].prog, args)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else _USAGE_ERROR

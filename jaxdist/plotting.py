@@ -12,7 +12,7 @@ import numpy as np
 
 from jaxdist.experiments._named import EXPERIMENTS, load_traces
 
-__all__ = ["plot_experiment"]
+__all__ = ["plain_log_ticks", "plot_experiment", "pyplot", "save", "style", "title"]
 
 
 def plot_experiment(name: str, out_dir: str = "results") -> str:
@@ -57,3 +57,71 @@ def plot_experiment(name: str, out_dir: str = "results") -> str:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared style of the claims' figures (jaxdist.experiments.claims).
+
+_STYLES = (
+    {"color": "C0", "ls": "-", "marker": "o"},
+    {"color": "C1", "ls": "--", "marker": "s"},
+    {"color": "C2", "ls": "-.", "marker": "^"},
+    {"color": "C3", "ls": ":", "marker": "D"},
+    {"color": "C4", "ls": "-", "marker": "v"},
+    {"color": "C5", "ls": "--", "marker": "P"},
+    {"color": "C6", "ls": "-.", "marker": "X"},
+    {"color": "C7", "ls": ":", "marker": "*"},
+)
+
+
+def pyplot():
+    """matplotlib.pyplot with the non-interactive Agg backend (a clear error without it)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("figures need matplotlib: pip install 'jaxdist[plot]'") from e
+    return plt
+
+
+def style(i: int, num_points: int | None = None) -> dict:
+    """Line style ``i``: colour, dash pattern and marker, so curves stay distinguishable where
+    they overlap and in greyscale; markers every ~10th point of a long curve."""
+    s = dict(_STYLES[i % len(_STYLES)])
+    if num_points is not None and num_points > 20:
+        s["markevery"] = max(1, num_points // 10)
+    s.setdefault("ms", 4)
+    return s
+
+
+def save(fig, folder: str, stem: str) -> list[str]:
+    """Saves ``fig`` as ``<folder>/<stem>.png`` (for the index page) and ``.pdf`` (for papers)."""
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for ext in ("png", "pdf"):
+        path = os.path.join(folder, f"{stem}.{ext}")
+        fig.savefig(path, dpi=130 if ext == "png" else None, bbox_inches="tight")
+        paths.append(path)
+    pyplot().close(fig)
+    return paths
+
+
+def title(fig, claim: str, verdict=None) -> None:
+    """A caption-like title: the claim and its verdict (``Verdict.summary``; the measured and
+    predicted numbers are on the index page)."""
+    import textwrap
+
+    text = textwrap.fill(claim, 120)
+    if verdict is not None:
+        text += f"\nverdict: {verdict.summary}"
+    fig.suptitle(text, fontsize=9)
+
+
+def plain_log_ticks(axis) -> None:
+    """Major ticks only, as plain numbers, on a log ``axis`` (e.g. ``ax.xaxis``)."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    axis.set_major_formatter(ScalarFormatter())
+    axis.set_minor_formatter(NullFormatter())

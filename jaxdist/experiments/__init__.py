@@ -4,7 +4,9 @@
 ``lax.scan`` with the workers mapped by ``vmap`` or ``shard_map``; :class:`Trace` holds the
 logged metrics (suboptimality, gradient norm, distance to the optimum, exact cumulative bits,
 rounds) and writes them as JSON or CSV. Named experiments (:data:`EXPERIMENTS`,
-:func:`run_experiment`) reproduce the lecture's claims; the ``jaxdist`` command runs them.
+:func:`run_experiment`) run arms of methods; the lecture's claims
+(:mod:`jaxdist.experiments.claims`, one module each, a :class:`Claim` with its check and
+figures) are run, checked and indexed by :func:`reproduce`; the ``jaxdist`` command runs both.
 
 The names are imported on first use (PEP 562): the catalogue of named experiments
 (:data:`EXPERIMENTS`, plain data) is available without importing JAX; :func:`run` imports it.
@@ -28,16 +30,24 @@ _EXPORTS = {
     "DisagreementWarning": "_runner",
     "SolverWarning": "_runner",
     "Trace": "_trace",
+    "Claim": "_claims",
+    "Context": "_claims",
+    "Verdict": "_claims",
+    "reproduce": "_reproduce",
 }
 
 __all__ = [
     "EXPERIMENTS",
     "Arm",
     "AssumptionWarning",
+    "Claim",
+    "Context",
     "DisagreementWarning",
     "SolverWarning",
     "Experiment",
     "Trace",
+    "Verdict",
+    "reproduce",
     "load_traces",
     "run",
     "run_experiment",
@@ -58,6 +68,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from jaxdist.experiments._claims import Claim, Context, Verdict  # noqa: F401
     from jaxdist.experiments._named import (  # noqa: F401
         EXPERIMENTS,
         Arm,
@@ -66,6 +77,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         run_experiment,
         summarize,
     )
+    from jaxdist.experiments._reproduce import reproduce  # noqa: F401
     from jaxdist.experiments._runner import (  # noqa: F401
         AssumptionWarning,
         DisagreementWarning,

@@ -43,15 +43,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import inspect
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from jaxdist.experiments._claims import atomic_write as _write_atomic
+from jaxdist.experiments._claims import config_hash as _hash
 
 __all__ = ["Arm", "Experiment", "EXPERIMENTS", "load_traces", "run_experiment", "summarize"]
 
@@ -247,11 +248,6 @@ class Experiment:
           The hash, a string.
         """
         return _hash(self.config(arm, num_steps=num_steps, seed=seed))
-
-
-def _hash(config: Mapping[str, Any]) -> str:
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,24 +455,6 @@ def summarize(trace: Any, target: float) -> dict[str, Any]:
             grad_evals_to_target=None,
         )
     return out
-
-
-def _write_atomic(path: str, text: str) -> None:
-    """Writes ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic: a killed run never leaves a half-written result
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _load_arm(path: str, config: Mapping[str, Any], digest: str) -> tuple[Any, dict, str]:
