@@ -23,6 +23,7 @@ CLAIMS: dict[str, str] = {
     "counterexample": "counterexample",
     "local_steps": "local_steps",
     "acceleration": "acceleration",
+    "similarity": "similarity",
 }
 
 
