@@ -19,7 +19,9 @@ from typing import Any
 __all__ = ["CLAIMS", "get_claim"]
 
 CLAIMS: dict[str, str] = {
+    "bits_vs_workers": "bits_vs_workers",
     "compressor_constants": "compressor_constants",
+    "compressed_gd": "compressed_gd",
     "counterexample": "counterexample",
     "local_steps": "local_steps",
     "acceleration": "acceleration",
