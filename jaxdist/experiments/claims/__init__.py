@@ -22,6 +22,7 @@ CLAIMS: dict[str, str] = {
     "bits_vs_workers": "bits_vs_workers",
     "compressor_constants": "compressor_constants",
     "compressed_gd": "compressed_gd",
+    "shared_randomness": "shared_randomness",
     "counterexample": "counterexample",
     "local_steps": "local_steps",
     "acceleration": "acceleration",
