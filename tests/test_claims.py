@@ -85,6 +85,8 @@ def _break(name, results):
         for row in r["rows"]:  # shared-key Rand-K averaged down by M, as if independent
             if row["kind"] == "shared":
                 row["measured"] /= 4
+    elif name == "bidirectional":
+        r["arms"]["ef21_p"]["bits_down"] = r["arms"]["diana"]["bits_down"]  # no downlink saving
     elif name == "similarity":
         r["deltas"] = [row[:] for row in [r["deltas"][0]] * len(r["deltas"])]  # δ flat in n
     else:  # pragma: no cover - a new claim must add its wrong data here

@@ -27,6 +27,7 @@ CLAIMS: dict[str, str] = {
     "local_steps": "local_steps",
     "acceleration": "acceleration",
     "similarity": "similarity",
+    "bidirectional": "bidirectional",
 }
 
 
