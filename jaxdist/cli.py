@@ -222,11 +222,14 @@ def _parser() -> tuple[_Parser, dict[str, _Parser]]:
     plot_p = sub.add_parser(
         "plot",
         help="plot finished experiments",
-        description="Plot experiments already run into the results folder.",
+        description="Plot experiments or redraw claims already run into the results folder "
+        "(a claim's check is recomputed from its results.json and the index pages rewritten).",
         epilog=epilog,
         formatter_class=_Formatter,
     )
-    plot_p.add_argument("names", nargs="+", metavar="NAME", help="experiment names, or 'all'")
+    plot_p.add_argument(
+        "names", nargs="+", metavar="NAME", help="experiment or claim names, or 'all'"
+    )
     plot_p.add_argument(
         "--out", default="results", metavar="DIR", help="results folder (default: results)"
     )
@@ -324,7 +327,18 @@ def _list() -> int:
 
 
 def _plot(prog: str, names: list[str], out: str) -> int:
-    names = _resolve_names(prog, names)
+    names = _resolve_names(prog, names, claims=True)
+    claims = [n for n in names if n not in _catalogue()]
+    if claims:
+        from jaxdist.experiments._reproduce import replot
+
+        try:
+            for paths in replot(out, claims).values():
+                for path in paths:
+                    print(path)
+        except (ImportError, OSError, ValueError, KeyError) as e:
+            _fail(prog, f"cannot plot: {e}", hint=False)
+        names = [n for n in names if n in _catalogue()]
     for name in names:
         summary = os.path.join(out, name, "summary.json")
         if not os.path.isfile(summary):
@@ -375,12 +389,13 @@ def _reproduce(prog: str, names: list[str] | None, args: argparse.Namespace) -> 
         )
         return 130
     print()
-    print(f"  {'claim':24s} {'verdict':8s} seconds")
+    print(f"  {'claim':24s} {'verdict':8s} {'seconds':>8s} {'computed':>9s}")
     failed = 0
     for name, entry in index.items():
         status = "ERROR" if "error" in entry else ("PASS" if entry["verdict"]["passed"] else "FAIL")
         failed += status != "PASS"
-        print(f"  {name:24s} {status:8s} {entry['seconds']}")
+        computed = entry.get("compute_seconds", entry["seconds"])
+        print(f"  {name:24s} {status:8s} {entry['seconds']:8.1f} {computed:9.1f}")
     print(f"  index: {os.path.join(args.out, 'index.html')} (and index.md)")
     return 1 if failed else 0
 

@@ -199,3 +199,13 @@ def test_cli_errors_are_one_line(capsys, argv, expected):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert expected in err and err.count("\n") == 1
+
+
+def test_cli_plot_redraws_a_claim_from_its_results(quick, capsys):
+    out, index, _ = quick
+    png = os.path.join(out, index["acceleration"]["figures"][0])
+    os.remove(png)
+    assert cli.main(["plot", "acceleration", "--out", out]) == 0
+    assert png in capsys.readouterr().out and os.path.getsize(png) > 10_000
+    assert cli.main(["plot", "acceleration", "--out", os.path.join(out, "nowhere")]) == 2
+    assert "has not been run into" in capsys.readouterr().err

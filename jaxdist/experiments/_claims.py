@@ -142,6 +142,7 @@ class Context:
     version: int = 1
     units_run: int = 0
     units_loaded: int = 0
+    compute_seconds: float = 0.0  # the units' own compute time, loaded ones included
 
     def unit(self, name: str, config: Mapping[str, Any], fn: Callable[[], Any]) -> Any:
         """``fn()``'s JSON result, loaded from ``<folder>/units/<name>.json`` if its config matches.
@@ -177,6 +178,7 @@ class Context:
                     saved = json.load(f)
                 if isinstance(saved, dict) and saved.get("hash") == digest:
                     self.units_loaded += 1
+                    self.compute_seconds += float(saved.get("seconds", 0.0))
                     return saved["result"]
                 self.log(f"[{self.claim}] {name}: configuration changed, rerunning")
             except FileNotFoundError:
@@ -192,6 +194,7 @@ class Context:
         )
         atomic_write(path, text)
         self.units_run += 1
+        self.compute_seconds += seconds
         self.log(f"[{self.claim}] {name}: ran in {seconds:.1f} s")
         return result
 

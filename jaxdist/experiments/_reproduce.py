@@ -19,7 +19,7 @@ from typing import Any
 
 from jaxdist.experiments._claims import Context, Verdict, atomic_write
 
-__all__ = ["reproduce"]
+__all__ = ["replot", "reproduce"]
 
 SIZES = ("quick", "full")
 
@@ -47,7 +47,8 @@ def reproduce(
       log: where progress lines go.
 
     Returns:
-      ``{claim: {"verdict": ..., "figures": [...], "seconds": ...}}`` (also in
+      ``{claim: {"verdict": ..., "figures": [...], "seconds": ..., "compute_seconds": ...}}``
+      (``seconds``: this call; ``compute_seconds``: the units' own time, loaded ones too; also in
       ``<out>/index.json``).
 
     Raises:
@@ -105,10 +106,59 @@ def reproduce(
             log(f"[{claim.name}] ERROR: {entry['error']}")
         entry["seconds"] = round(time.perf_counter() - t, 1)
         entry["units"] = {"ran": ctx.units_run, "loaded": ctx.units_loaded}
+        entry["compute_seconds"] = round(ctx.compute_seconds, 1)
         atomic_write(os.path.join(folder, "verdict.json"), json.dumps(entry, indent=1))
         index[claim.name] = entry
         _write_index(out_dir, index)
     return {n: index[n] for n in names}
+
+
+def replot(out_dir: str = "results", names: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """Redraws the figures of claims already run into ``out_dir`` from their ``results.json``
+    (the check is recomputed from the results), and rewrites the index pages.
+
+    Args:
+      out_dir: the results folder given to :func:`reproduce`.
+      names: claim names (default: every claim with results in ``out_dir``).
+
+    Returns:
+      ``{claim: [figure paths]}``.
+
+    Raises:
+      ValueError: an unknown claim, or one without results in ``out_dir``.
+    """
+    from jaxdist.experiments.claims import CLAIMS, get_claim
+
+    if names is None:
+        names = [n for n in CLAIMS if os.path.isfile(os.path.join(out_dir, n, "results.json"))]
+    index_path = os.path.join(out_dir, "index.json")
+    try:
+        with open(index_path) as f:
+            index = json.load(f)
+    except (OSError, ValueError):
+        index = {}
+    out = {}
+    for name in names:
+        claim = get_claim(name)
+        path = os.path.join(out_dir, name, "results.json")
+        try:
+            with open(path) as f:
+                results = json.load(f)
+        except FileNotFoundError:
+            raise ValueError(
+                f"claim {name!r} has not been run into {out_dir!r} (no {path}); run it first: "
+                f"jaxdist reproduce --only {name} --out {out_dir}"
+            ) from None
+        v = claim.check(results)
+        figures = claim.plot(results, v, os.path.join(out_dir, name))
+        out[name] = figures
+        entry = index.get(
+            name, {"section": claim.section, "claim": claim.claim, "size": "?", "seconds": 0.0}
+        )
+        entry.update(verdict=v._asdict(), figures=[os.path.relpath(p, out_dir) for p in figures])
+        index[name] = entry
+    _write_index(out_dir, index)
+    return out
 
 
 def _status(entry: dict[str, Any]) -> str:
@@ -144,7 +194,8 @@ def _write_index(out_dir: str, index: dict[str, Any]) -> None:
             "",
             f"## {n}",
             "",
-            f"{e['claim']} ({e['section']}; {e['size']} size, {e['seconds']} s)",
+            f"{e['claim']} ({e['section']}; {e['size']} size, computed in "
+            f"{e.get('compute_seconds', e['seconds'])} s)",
             "",
         ]
         for line in (e.get("verdict") or {}).get("details", []):
@@ -182,8 +233,8 @@ def _write_index(out_dir: str, index: dict[str, Any]) -> None:
         )
         sections.append(
             f"<h2 id='{esc(n)}'>{esc(n)} <span class='{_status(e)}'>{_status(e)}</span></h2>"
-            f"<p>{esc(e['claim'])} ({esc(e['section'])}; {esc(e['size'])} size, "
-            f"{e['seconds']} s)</p><ul>{items}</ul>{figs}"
+            f"<p>{esc(e['claim'])} ({esc(e['section'])}; {esc(e['size'])} size, computed in "
+            f"{e.get('compute_seconds', e['seconds'])} s)</p><ul>{items}</ul>{figs}"
         )
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>jaxdist: the lecture's claims"

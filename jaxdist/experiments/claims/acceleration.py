@@ -101,7 +101,7 @@ def plot(results: dict[str, Any], v: Verdict, folder: str) -> list[str]:
     from jaxdist.plotting import pyplot, save, style, title
 
     plt = pyplot()
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.3))
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11.5, 4.3), gridspec_kw={"wspace": 0.32})
     for i, (method, points) in enumerate(results["arms"].items()):
         ks = np.array([p["kappa"] for p in points])
         rs = np.array([np.nan if p["rounds"] is None else p["rounds"] for p in points], float)

@@ -195,7 +195,7 @@ def plot(results: dict[str, Any], v: Verdict, folder: str) -> list[str]:
             **style(i),
         )
     ax1.set_xlabel(f"δ/μ (similar quadratics, L/μ = {results['kappa']:g}, exact δ)")
-    ax1.set_ylabel(f"communication rounds to ‖x − x*‖² ≤ {results['eps']:g}·‖x⁰ − x*‖²")
+    ax1.set_ylabel(f"rounds to ‖x − x*‖² ≤ {results['eps']:g}·‖x⁰ − x*‖²")
     plain_log_ticks(ax1.xaxis)
     ax1.set_xticks(r)
     ax1.grid(True, which="both", alpha=0.3)
