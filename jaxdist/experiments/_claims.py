@@ -94,6 +94,29 @@ def verdict(parts: list[tuple[bool, str, str]]) -> Verdict:
     )
 
 
+def first_below(values: Any, threshold: float) -> int | None:
+    """The first index where ``values <= threshold`` (None if never): "rounds to ε"."""
+    hit = np.flatnonzero(np.asarray(values) <= threshold)
+    return int(hit[0]) if hit.size else None
+
+
+def loglog_slope(x: Any, y: Any) -> float:
+    """Least-squares slope of log y against log x: a fitted rate exponent (NaN if some y is
+    None, i.e. some point never reached its target)."""
+    if any(v is None for v in y):
+        return float("nan")
+    return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
+
+
+def slope_check(what: str, slope: float, theory: float, lo: float, hi: float, var: str):
+    """A sub-check ``(passed, measured, predicted)``: ``what ∝ var^slope`` inside [lo, hi]."""
+    return (
+        bool(lo <= slope <= hi),
+        f"{what} ∝ {var}^{slope:.3f}",
+        f"{var}^{theory:g}, in [{lo}, {hi}]",
+    )
+
+
 def atomic_write(path: str, text: str) -> None:
     """Writes ``text`` to ``path`` through a temporary file and ``os.replace`` (atomic)."""
     folder = os.path.dirname(path) or "."

@@ -13,7 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxdist.experiments._claims import Claim, Context, Verdict, np, verdict
+from jaxdist.experiments._claims import (
+    Claim,
+    Context,
+    Verdict,
+    first_below,
+    loglog_slope,
+    np,
+    slope_check,
+    verdict,
+)
 
 _EPS = 1e-8
 _SIZES = {
@@ -41,16 +50,16 @@ def _rounds_to_eps(method: str, kappa: float, M: int, d: int, seed: int) -> dict
         T = int(30 * kappa if method == "gd" else 30 * np.sqrt(kappa)) + 50
         trace = jaxdist.run(tx, prob, T, jax.random.key(seed))
         rel = np.asarray(trace.dist_sq) / float(trace.dist_sq[0])
-        hit = np.flatnonzero(rel <= _EPS)
+        i = first_below(rel, _EPS)
         # the curve stops two decades below the target, far above float64 rounding (~1e-30)
-        below = np.flatnonzero(rel <= _EPS * 1e-2)
-        stop = int(below[0]) + 1 if below.size else rel.size
+        below = first_below(rel, _EPS * 1e-2)
+        stop = below + 1 if below is not None else rel.size
         every = max(1, stop // 200)
         return {
             "kappa": kappa,
-            "rounds": int(trace.rounds[hit[0]]) if hit.size else None,
-            "bits_up": int(trace.bits_up[hit[0]]) if hit.size else None,
-            "bits_down": int(trace.bits_down[hit[0]]) if hit.size else None,
+            "rounds": None if i is None else int(trace.rounds[i]),
+            "bits_up": None if i is None else int(trace.bits_up[i]),
+            "bits_down": None if i is None else int(trace.bits_down[i]),
             "curve_rounds": np.asarray(trace.rounds)[:stop:every].tolist(),
             "curve_rel": rel[:stop:every].tolist(),
         }
@@ -75,26 +84,17 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 def slope(points: list[dict[str, Any]]) -> float:
-    """Least-squares slope of log(rounds) against log(κ) (NaN if some κ never reached ε)."""
-    if any(p["rounds"] is None for p in points):
-        return float("nan")
-    k = np.log([p["kappa"] for p in points])
-    r = np.log([p["rounds"] for p in points])
-    return float(np.polyfit(k, r, 1)[0])
+    """Fitted exponent of rounds against κ (NaN if some κ never reached ε)."""
+    return loglog_slope([p["kappa"] for p in points], [p["rounds"] for p in points])
 
 
 def check(results: dict[str, Any]) -> Verdict:
-    parts = []
-    for method, (theory, lo, hi) in _PREDICTED.items():
-        s = slope(results["arms"][method])
-        parts.append(
-            (
-                bool(lo <= s <= hi),
-                f"{method} rounds ∝ κ^{s:.3f}",
-                f"κ^{theory:g}, slope in [{lo}, {hi}]",
-            )
-        )
-    return verdict(parts)
+    return verdict(
+        [
+            slope_check(f"{m} rounds", slope(results["arms"][m]), *_PREDICTED[m], "κ")
+            for m in _PREDICTED
+        ]
+    )
 
 
 def plot(results: dict[str, Any], v: Verdict, folder: str) -> list[str]:

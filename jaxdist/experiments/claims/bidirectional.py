@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxdist.experiments._claims import Claim, Context, Verdict, np, verdict
+from jaxdist.experiments._claims import Claim, Context, Verdict, first_below, np, verdict
 
 _TARGET = 1e-6
 _SIZES = {"quick": {"rounds": 1500, "sim_iters": 400}, "full": {"rounds": 4000, "sim_iters": 1200}}
@@ -46,8 +46,7 @@ def _curve(trace, rel) -> dict[str, Any]:
 
 
 def _to_target(trace, rel, target) -> dict[str, Any]:
-    hit = np.flatnonzero(rel <= target)
-    i = int(hit[0]) if hit.size else None
+    i = first_below(rel, target)
     return {
         "rounds": None if i is None else int(trace.rounds[i]),
         "bits_up": None if i is None else int(trace.bits_up[i]),

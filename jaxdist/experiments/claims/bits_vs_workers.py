@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxdist.experiments._claims import Claim, Context, Verdict, np, verdict
+from jaxdist.experiments._claims import Claim, Context, Verdict, first_below, np, verdict
 
 _TARGET = 1e-6
 _SIZES = {
@@ -72,8 +72,7 @@ def _point(M: int, rounds: int, seed: int) -> dict[str, Any]:
         for name, tx in txs.items():
             trace = jaxdist.run(tx, prob, rounds, jax.random.key(seed), log_every=5)
             rel = np.asarray(trace.f_gap, np.float64) / float(trace.f_gap[0])
-            hit = np.flatnonzero(rel <= _TARGET)
-            i = int(hit[0]) if hit.size else None
+            i = first_below(rel, _TARGET)
             out[name] = {
                 "rounds": None if i is None else int(trace.rounds[i]),
                 "bits_up": None if i is None else int(trace.bits_up[i]),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxdist.experiments._claims import Claim, Context, Verdict, np, verdict
+from jaxdist.experiments._claims import Claim, Context, Verdict, first_below, np, verdict
 
 _HS = (1, 2, 8, 32)
 _EARLY = 3  # rounds after which larger H must be ahead
@@ -65,8 +65,8 @@ def _arm(arm: str, size: dict[str, Any], seed: int) -> dict[str, Any]:
         rel = np.asarray(trace.dist_sq) / float(trace.dist_sq[0])
         rounds = np.asarray(trace.rounds)
         # stop the curve at 1e-14 (float64 resolution of the squared distance is ~1e-30)
-        below = np.flatnonzero(rel <= 1e-14)
-        stop = int(below[0]) + 1 if below.size else rel.size
+        below = first_below(rel, 1e-14)
+        stop = below + 1 if below is not None else rel.size
         keep = np.unique(np.concatenate([np.arange(0, min(stop, 40)), np.arange(0, stop, 5)]))
         d0 = float(np.sum((np.asarray(prob.init_params) - x_star) ** 2))
         return {

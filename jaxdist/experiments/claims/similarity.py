@@ -18,7 +18,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxdist.experiments._claims import Claim, Context, Verdict, np, verdict
+from jaxdist.experiments._claims import (
+    Claim,
+    Context,
+    Verdict,
+    first_below,
+    loglog_slope,
+    np,
+    slope_check,
+    verdict,
+)
 
 _EPS = 1e-8
 _KAPPA = 1000.0
@@ -90,8 +99,7 @@ def _rounds(method: str, ratio: float, seed: int) -> dict[str, Any]:
             )
         trace = jaxdist.run(tx, prob, T, jax.random.key(seed))
         rel = np.asarray(trace.dist_sq) / float(trace.dist_sq[0])
-        hit = np.flatnonzero(rel <= _EPS)
-        i = int(hit[0]) if hit.size else None
+        i = first_below(rel, _EPS)
         return {
             "ratio": ratio,
             "rounds": None if i is None else int(trace.rounds[i]),
@@ -127,32 +135,17 @@ def run(ctx: Context) -> dict[str, Any]:
     return {"ns": size["ns"], "deltas": deltas, "kappa": _KAPPA, "eps": _EPS, "arms": arms}
 
 
-def _fit(x, y) -> float:
-    if any(v is None for v in y):
-        return float("nan")
-    return float(np.polyfit(np.log(x), np.log(y), 1)[0])
-
-
 def delta_slope(results: dict[str, Any]) -> float:
     """Slope of the geometric mean (over keys) of δ against n, log–log."""
     means = np.exp(np.mean(np.log(np.asarray(results["deltas"], float)), axis=1))
-    return _fit(results["ns"], list(means))
+    return loglog_slope(results["ns"], list(means))
 
 
 def check(results: dict[str, Any]) -> Verdict:
-    s = delta_slope(results)
-    theory, lo, hi = _DELTA_N
-    parts = [(bool(lo <= s <= hi), f"mushrooms: δ ∝ n^{s:.3f}", f"n^{theory:g}, in [{lo}, {hi}]")]
+    parts = [slope_check("mushrooms: δ", delta_slope(results), *_DELTA_N, "n")]
     for m, points in results["arms"].items():
-        theory, lo, hi = PREDICTED[m]
-        slope = _fit([p["ratio"] for p in points], [p["rounds"] for p in points])
-        parts.append(
-            (
-                bool(lo <= slope <= hi),
-                f"{m} rounds ∝ (δ/μ)^{slope:.3f}",
-                f"(δ/μ)^{theory:g}, in [{lo}, {hi}]",
-            )
-        )
+        s = loglog_slope([p["ratio"] for p in points], [p["rounds"] for p in points])
+        parts.append(slope_check(f"{m} rounds", s, *PREDICTED[m], "(δ/μ)"))
     return verdict(parts)
 
 
@@ -187,7 +180,7 @@ def plot(results: dict[str, Any], v: Verdict, folder: str) -> list[str]:
     for i, (m, points) in enumerate(results["arms"].items()):
         r = np.array([p["ratio"] for p in points])
         rounds = np.array([np.nan if p["rounds"] is None else p["rounds"] for p in points], float)
-        slope = _fit(r, [p["rounds"] for p in points])
+        slope = loglog_slope(r, [p["rounds"] for p in points])
         ax1.loglog(
             r,
             rounds,
