@@ -156,12 +156,12 @@ def _parser() -> tuple[_Parser, dict[str, _Parser]]:
     sub = parser.add_subparsers(dest="command", metavar="{list,run,reproduce,plot}")
     list_p = sub.add_parser(
         "list",
-        help="list the named experiments, the methods and the compressors",
+        help="list the named experiments, the claims, the methods and the compressors",
         description="List the named experiments, the methods and the compressors.",
     )
     run_p = sub.add_parser(
         "run",
-        help="run named experiments (default: bits)",
+        help="run named experiments or claims (default: bits)",
         description="Run named experiments and write <out>/<name>/: one JSON file per arm, "
         "summary.json, summary.csv and a PNG figure. Finished arms whose configuration is "
         "unchanged are loaded, not rerun; edited arms are rerun.",
@@ -221,7 +221,7 @@ def _parser() -> tuple[_Parser, dict[str, _Parser]]:
     )
     plot_p = sub.add_parser(
         "plot",
-        help="plot finished experiments",
+        help="plot finished experiments or redraw claims",
         description="Plot experiments or redraw claims already run into the results folder "
         "(a claim's check is recomputed from its results.json and the index pages rewritten).",
         epilog=epilog,
