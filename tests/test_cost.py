@@ -123,7 +123,17 @@ def test_network_model_is_the_per_round_formula_times_the_rounds(workers):
         rounds * C.allreduce_time(workers, d, b, LAT, SPB, algorithm="halving_doubling"),
         rtol=1e-14,
     )
-    for t in (ps, links, ring, hd):
+    gather = C.NetworkModel(LAT, SPB, "allgather").time(**c)
+    np.testing.assert_allclose(
+        gather, rounds * C.all_to_all_time(workers, d, b, LAT, SPB), rtol=1e-14, atol=0
+    )
+    cheap = C.NetworkModel(LAT, SPB, broadcast_speedup=5.0).time(**c)
+    np.testing.assert_allclose(
+        cheap,
+        rounds * C.parameter_server_time(workers, d, b, LAT, SPB, broadcast_speedup=5.0),
+        rtol=1e-14,
+    )
+    for t in (ps, links, ring, hd, gather, cheap):
         assert t.dtype == np.float64 and t.shape == rounds.shape and t[0] == 0.0
     if workers == 1:
         np.testing.assert_array_equal(ring, 0.0)  # a ring of one worker sends nothing
@@ -151,6 +161,34 @@ def test_network_model_formulas_by_hand():
     np.testing.assert_allclose(
         net(lat, spb, "halving_doubling_allreduce").time(**c), [2 * 2 * lat * 3 + 1.5 * 300 * spb]
     )
+
+
+def test_network_model_broadcast_speedup_and_allgather_by_hand():
+    c = dict(
+        rounds=np.array([3]),
+        bits_up=np.array([300]),
+        bits_down=np.array([9000]),
+        bits_up_total=np.array([700]),
+        bits_down_total=np.array([36000]),
+        num_workers=4,
+    )
+    lat, spb, s = 2.0, 0.5, 4.0
+    net = C.NetworkModel
+    assert net(lat, spb, broadcast_speedup=s).time(**c).tolist() == [
+        2 * lat * 3 + (700 + 36000 / s) * spb
+    ]
+    assert net(lat, spb, "independent_links", broadcast_speedup=s).time(**c).tolist() == [
+        2 * lat * 3 + (300 + 9000 / s) * spb
+    ]
+    # no server: every worker receives the 3 others' uplink messages, the downlink is unused
+    assert net(lat, spb, "allgather").time(**c).tolist() == [3 * lat * 3 + 3 * 300 * spb]
+    # a dense round with the broadcast 5× cheaper: the gather is 5/6 of the bandwidth term
+    ps = C.parameter_server_time(10, 1000, 32, 0.0, 1.0, broadcast_speedup=5.0)
+    assert ps == (1 + 1 / 5) * 10 * 1000 * 32
+    # Perm-K's all-gather of d/M-blocks is half a dense ring all-reduce (bandwidth term)
+    perm = net(0.0, 1.0, "allgather").time(**_counts([1], 32 * 1000 // 8, 0, 8))
+    ring = net(0.0, 1.0, "ring_allreduce").time(**_counts([1], 32 * 1000, 32 * 1000, 8))
+    assert perm.tolist() == [0.5 * float(ring[0])] == [C.perm_k_time(8, 1000, 32, 0.0, 1.0)]
 
 
 def test_network_model_keeps_the_sweep_shape_and_exact_large_counts():
@@ -185,6 +223,14 @@ def test_network_model_validation():
         C.NetworkModel("1ms", 1.0)
     with pytest.raises(ValueError, match="'parameter_server'.*'ring_allreduce'.*got 'tree'"):
         C.NetworkModel(1.0, 1.0, topology="tree")
+    with pytest.raises(ValueError, match="broadcast_speedup must be > 0"):
+        C.NetworkModel(1.0, 1.0, broadcast_speedup=0.0)
+    with pytest.raises(ValueError, match="broadcast_speedup must be finite"):
+        C.NetworkModel(1.0, 1.0, broadcast_speedup=float("inf"))
+    with pytest.raises(ValueError, match="topology 'ring_allreduce' has none"):
+        C.NetworkModel(1.0, 1.0, "ring_allreduce", broadcast_speedup=5.0)
+    with pytest.raises(ValueError, match=r"broadcast_speedup must be in \(0, inf\)"):
+        C.parameter_server_time(4, 10, 32, 0.0, 1.0, broadcast_speedup=0)
     c = _counts([0, 1], 10, 10, 2)
     net = C.NetworkModel(1.0, 1.0)
     with pytest.raises(ValueError, match="same shape"):

@@ -80,16 +80,22 @@ def _p2p_terms(bits: Any) -> tuple[Any, Any]:
     return 1.0, bits
 
 
-def _independent_links_terms(bits_up: Any, bits_down: Any) -> tuple[Any, Any]:
-    """A worker's own link to the server: one message up, then one down (two p2p's)."""
+def _independent_links_terms(
+    bits_up: Any, bits_down: Any, broadcast_speedup: Any = 1.0
+) -> tuple[Any, Any]:
+    """A worker's own link to the server: one message up, then one down (two p2p's; the
+    downlink ``broadcast_speedup`` times faster per bit)."""
     m_up, b_up = _p2p_terms(bits_up)
-    m_down, b_down = _p2p_terms(bits_down)
+    m_down, b_down = _p2p_terms(bits_down / broadcast_speedup)
     return m_up + m_down, b_up + b_down
 
 
-def _parameter_server_terms(ingress_bits: Any, egress_bits: Any) -> tuple[Any, Any]:
-    """One server NIC: gather (all ingress serialised), then broadcast (all egress serialised)."""
-    return 2.0, ingress_bits + egress_bits
+def _parameter_server_terms(
+    ingress_bits: Any, egress_bits: Any, broadcast_speedup: Any = 1.0
+) -> tuple[Any, Any]:
+    """One server NIC: gather (all ingress serialised), then broadcast (all egress serialised,
+    ``broadcast_speedup`` times faster per bit than the gather)."""
+    return 2.0, ingress_bits + egress_bits / broadcast_speedup
 
 
 def _ring_allreduce_terms(M: Any, bits: Any) -> tuple[Any, Any]:
@@ -234,12 +240,15 @@ def parameter_server_time(
     *,
     uplink_bits: ArrayLike | None = None,
     downlink_bits: ArrayLike | None = None,
+    broadcast_speedup: ArrayLike = 1.0,
 ) -> float | np.ndarray:
     """One parameter-server round with a single server NIC: gather then broadcast.
 
     THEORY.md §4 [V-der]: ingress M·(uplink bits), egress M·(downlink bits), serialised, so
     dense messages give 2α + 2M·d·b·β. Compressed messages: pass ``uplink_bits`` /
-    ``downlink_bits`` (bits per worker per direction, default d·b).
+    ``downlink_bits`` (bits per worker per direction, default d·b). The lecture (§1) measures a
+    broadcast about 5× cheaper than receiving from everyone: ``broadcast_speedup=5`` prices the
+    egress bits at β/5, giving 2α + (1 + 1/5)·M·d·b·β for dense messages.
 
     Args:
       M: number of workers >= 1.
@@ -249,15 +258,25 @@ def parameter_server_time(
       seconds_per_bit: inverse bandwidth (β, s/bit) >= 0.
       uplink_bits: bits each worker sends (default d·b).
       downlink_bits: bits the server sends each worker (default d·b).
+      broadcast_speedup: how many times faster per bit the broadcast is than the gather (> 0).
 
     Returns:
       Time in seconds.
+
+    Examples:
+      >>> from jaxdist import comm
+      >>> comm.parameter_server_time(10, 1000, 32, 0.0, 1.0)  # 2·M·d·b
+      640000.0
+      >>> comm.parameter_server_time(10, 1000, 32, 0.0, 1.0, broadcast_speedup=5)  # (1 + 1/5)·M·d·b
+      384000.0
     """
     M, d, bb = _workers("M", M), _nonneg("d", d), _nonneg("b", b)
     lat, spb = _net(latency, seconds_per_bit)
     up = d * bb if uplink_bits is None else _nonneg("uplink_bits", uplink_bits)
     down = d * bb if downlink_bits is None else _nonneg("downlink_bits", downlink_bits)
-    return _out(_seconds(*_parameter_server_terms(M * up, M * down), lat, spb))
+    check_number("broadcast_speedup", broadcast_speedup, low=0.0, low_open=True, allow_traced=False)
+    s = np.asarray(broadcast_speedup, dtype=np.float64)
+    return _out(_seconds(*_parameter_server_terms(M * up, M * down, s), lat, spb))
 
 
 def all_to_all_time(
@@ -364,28 +383,38 @@ class NetworkModel:
     every round on the chosen ``topology`` (THEORY.md §4), with the same formulas as the
     per-operation functions of this module. With R cumulative rounds, per-worker cumulative
     bits B_up, B_down (the largest over workers: the bottleneck worker) and bits summed over the
-    workers ΣB_up, ΣB_down:
+    workers ΣB_up, ΣB_down, and s = ``broadcast_speedup``:
 
     * ``"parameter_server"``: one server NIC serialises all traffic (a gather, then a
-      broadcast; :func:`parameter_server_time`, a dense round costs 2α + 2M·d·b·β):
-      ``2α·R + (ΣB_up + ΣB_down)·β``;
+      broadcast; :func:`parameter_server_time`, a dense round costs 2α + (1 + 1/s)M·d·b·β):
+      ``2α·R + (ΣB_up + ΣB_down/s)·β``;
     * ``"independent_links"``: every worker has its own link to the server (a message up and one
-      down per round, :func:`p2p_time` twice; a dense round costs 2(α + d·b·β)):
-      ``2α·R + (B_up + B_down)·β``;
+      down per round, :func:`p2p_time` twice; a dense round costs 2α + (1 + 1/s)d·b·β):
+      ``2α·R + (B_up + B_down/s)·β``;
     * ``"ring_allreduce"``: the uplink messages are summed by a bandwidth-optimal ring
       all-reduce (:func:`allreduce_time`, ``algorithm="ring"``), whose result is the downlink:
       ``2(M−1)α·R + (2(M−1)/M)·B_up·β``;
     * ``"halving_doubling_allreduce"``: the same with recursive halving/doubling
-      (``algorithm="halving_doubling"``): ``2 log2(M)·α·R + (2(M−1)/M)·B_up·β``.
+      (``algorithm="halving_doubling"``): ``2 log2(M)·α·R + (2(M−1)/M)·B_up·β``;
+    * ``"allgather"``: no server and no reduction; every worker receives the other workers'
+      uplink messages around a ring (:func:`allgather_time`): ``(M−1)α·R + (M−1)·B_up·β``.
+      Dense vectors give the naive all-to-all (:func:`all_to_all_time`), Perm-K's disjoint
+      d/M-blocks its all-gather (:func:`perm_k_time`, half a dense ring all-reduce), Top-K or
+      independent Rand-K the all-gather of (index, value) pairs
+      (:func:`sparse_allgather_time`). Exact for messages of equal size, else an upper bound.
 
     The all-reduce topologies assume messages that a reduction keeps in the same format (dense
-    vectors, shared-seed Rand-K); computation is not modelled. The model is frozen and
-    hashable, so it can key a cache or be a field of a frozen config.
+    vectors, shared-seed Rand-K); computation is not modelled. ``broadcast_speedup`` (the
+    lecture's "a broadcast is ~5× cheaper than receiving from everyone", §1) applies to the
+    downlink of the two server topologies; the others have no broadcast and refuse it. The
+    model is frozen and hashable, so it can key a cache or be a field of a frozen config.
 
     Attributes:
       latency: seconds per message, finite and >= 0.
       seconds_per_bit: seconds per bit (inverse bandwidth), finite and >= 0.
       topology: one of :attr:`TOPOLOGIES`.
+      broadcast_speedup: how many times faster per bit the server's downlink is than its
+        uplink, finite and > 0 (default 1: symmetric).
 
     Examples:
       >>> import numpy as np
@@ -400,11 +429,16 @@ class NetworkModel:
       >>> ring.time(rounds=rounds, bits_up=bits, bits_down=bits, bits_up_total=4 * bits,
       ...           bits_down_total=4 * bits, num_workers=4).tolist()
       [0.0, 0.06048]
+      >>> cheap = NetworkModel(1e-3, 1e-9, broadcast_speedup=5.0)  # the downlink at 5 Gbit/s
+      >>> cheap.time(rounds=rounds, bits_up=bits, bits_down=bits, bits_up_total=4 * bits,
+      ...            bits_down_total=4 * bits, num_workers=4).tolist()
+      [0.0, 0.021536]
     """
 
     latency: float
     seconds_per_bit: float
     topology: str = "parameter_server"
+    broadcast_speedup: float = 1.0
 
     #: The topologies :meth:`time` knows.
     TOPOLOGIES: ClassVar[tuple[str, ...]] = (
@@ -412,7 +446,11 @@ class NetworkModel:
         "independent_links",
         "ring_allreduce",
         "halving_doubling_allreduce",
+        "allgather",
     )
+
+    #: The topologies with a server, whose downlink ``broadcast_speedup`` prices.
+    SERVER_TOPOLOGIES: ClassVar[tuple[str, ...]] = ("parameter_server", "independent_links")
 
     def __post_init__(self):
         for name in ("latency", "seconds_per_bit"):
@@ -425,6 +463,15 @@ class NetworkModel:
                 f"topology must be one of {', '.join(map(repr, self.TOPOLOGIES))}, got "
                 f"{self.topology!r}"
             )
+        s = finite_float("broadcast_speedup", self.broadcast_speedup)
+        if s <= 0:
+            raise ValueError(f"broadcast_speedup must be > 0, got broadcast_speedup={s}")
+        if s != 1.0 and self.topology not in self.SERVER_TOPOLOGIES:
+            raise ValueError(
+                f"broadcast_speedup={s} prices a server's broadcast, but topology "
+                f"{self.topology!r} has none; use one of {self.SERVER_TOPOLOGIES}"
+            )
+        object.__setattr__(self, "broadcast_speedup", s)
 
     def time(
         self,
@@ -468,13 +515,16 @@ class NetworkModel:
         if len(set(shapes.values())) > 1:
             raise ValueError(f"the counts must all have the same shape, got {shapes}")
         M = float(check_int("num_workers", num_workers, low=1))
+        s = self.broadcast_speedup
         if self.topology == "parameter_server":
-            messages, bits = _parameter_server_terms(c["bits_up_total"], c["bits_down_total"])
+            messages, bits = _parameter_server_terms(c["bits_up_total"], c["bits_down_total"], s)
         elif self.topology == "independent_links":
-            messages, bits = _independent_links_terms(c["bits_up"], c["bits_down"])
+            messages, bits = _independent_links_terms(c["bits_up"], c["bits_down"], s)
         elif self.topology == "ring_allreduce":
             messages, bits = _ring_allreduce_terms(M, c["bits_up"])
-        else:  # "halving_doubling_allreduce"
+        elif self.topology == "halving_doubling_allreduce":
             messages, bits = _halving_doubling_terms(M, c["bits_up"])
+        else:  # "allgather"
+            messages, bits = _allgather_terms(M, c["bits_up"])
         out = _seconds(messages * c["rounds"], bits, self.latency, self.seconds_per_bit)
         return np.asarray(out, dtype=np.float64)
