@@ -23,6 +23,7 @@ CLAIMS: dict[str, str] = {
     "compressor_constants": "compressor_constants",
     "compressed_gd": "compressed_gd",
     "shared_randomness": "shared_randomness",
+    "topology": "topology",
     "counterexample": "counterexample",
     "local_steps": "local_steps",
     "acceleration": "acceleration",
