@@ -12,7 +12,7 @@ what is valid, with exit status 2::
     >>> from jaxdist.cli import main
     >>> main(["run", "nope"])  # stderr: jaxdist run: error: argument NAME: unknown experiment ...
     2
-    >>> main(["run", "counterexample", "--steps", "0"])  # ... argument --steps: must be ...
+    >>> main(["run", "top1", "--steps", "0"])  # ... argument --steps: must be ...
     2
 """
 
@@ -405,6 +405,13 @@ def _run(prog: str, args: argparse.Namespace) -> int:
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         _fail(prog, f"argument --out: {args.out!r} exists and is not a folder")
     claims = [n for n in names if n not in _catalogue()]
+    if claims and args.steps is not None:
+        _fail(
+            prog,
+            f"argument --steps: sets the length of the named experiments "
+            f"({', '.join(_catalogue())}); a claim such as {claims[0]!r} has two sizes: "
+            "the full one, or --quick",
+        )
     if claims:
         status = _reproduce(prog, claims, args)
         names = [n for n in names if n in _catalogue()]

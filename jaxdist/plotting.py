@@ -116,7 +116,9 @@ def title(fig, claim: str, verdict=None) -> None:
     text = textwrap.fill(claim, 120)
     if verdict is not None:
         text += f"\nverdict: {verdict.summary}"
-    fig.suptitle(text, fontsize=9)
+    # above the axes (and their own titles, if any): never over them
+    above = 0.04 if any(ax.get_title() for ax in fig.axes) else 0.0
+    fig.suptitle(text, fontsize=9, y=1.0 + above, va="bottom")
 
 
 def plain_log_ticks(axis) -> None:

@@ -65,7 +65,7 @@ def _break(name, results):
     if name == "compressor_constants":
         r["rows"][0]["measured"] *= 1.2  # rand_k's ω off by 20 %
     elif name == "counterexample":
-        r["arms"]["dcgd_top1"]["stepsize"] *= 1.5  # the growth no longer matches 1 + 11γ/6
+        r["lecture"]["arms"]["dcgd_top1"]["stepsize"] *= 1.5  # growth no longer 1 + 11γ/3
     elif name == "local_steps":
         arms = r["arms"]
         arms["local_gd_H32"]["fixed_point_rel"], arms["local_gd_H8"]["fixed_point_rel"] = (
@@ -87,6 +87,11 @@ def _break(name, results):
                 row["measured"] /= 4
     elif name == "bidirectional":
         r["arms"]["ef21_p"]["bits_down"] = r["arms"]["diana"]["bits_down"]  # no downlink saving
+    elif name == "topology":
+        for row in r["per_round"]:  # Perm-K's ledger charging the whole vector, not a block
+            if row["method"] == "diana_perm_k":
+                row["bits_up"] = [0, row["d"] * 32]
+                row["bits_up_total"] = [0, row["M"] * row["d"] * 32]
     elif name == "similarity":
         r["deltas"] = [row[:] for row in [r["deltas"][0]] * len(r["deltas"])]  # δ flat in n
     else:  # pragma: no cover - a new claim must add its wrong data here
@@ -193,6 +198,7 @@ def test_cli_reproduce_and_run_a_claim(tmp_path, capsys):
         (["reproduce", "--only", "nope"], "argument --only: unknown claim 'nope'; choose from "),
         (["run", "nope"], "unknown experiment or claim 'nope'"),
         (["reproduce", "--seed", "-1"], "argument --seed"),
+        (["run", "counterexample", "--steps", "5"], "argument --steps: sets the length of the"),
     ],
 )
 def test_cli_errors_are_one_line(capsys, argv, expected):

@@ -71,8 +71,8 @@ def test_console_script_help_exits_zero():
 @pytest.mark.parametrize(
     "argv,flag",
     [
-        (["run", "counterexample", "--steps", "0"], "argument --steps"),
-        (["run", "counterexample", "--seed", "-3"], "argument --seed"),
+        (["run", "top1", "--steps", "0"], "argument --steps"),
+        (["run", "top1", "--seed", "-3"], "argument --seed"),
         (["run", "nope"], "argument NAME"),
         (["plot", "nope"], "argument NAME"),
     ],
@@ -98,15 +98,15 @@ def _one_line_error(capsys, argv: list[str]) -> str:
 
 
 _USAGE_ERRORS = [
-    (["run", "nope"], ["argument NAME", "'nope'", "bits", "counterexample", "'all'"]),
-    (["run", "bits", "nope"], ["argument NAME", "'nope'", "counterexample"]),
-    (["run", "counterexample", "--steps", "0"], ["argument --steps", "positive integer"]),
-    (["run", "counterexample", "--steps", "ten"], ["argument --steps", "'ten'"]),
-    (["run", "counterexample", "--steps", "-5"], ["argument --steps", "'-5'"]),
-    (["run", "counterexample", "--seed", "-1"], ["argument --seed", "[0, 2**32)"]),
-    (["run", "counterexample", "--seed", str(2**32)], ["argument --seed", "[0, 2**32)"]),
-    (["run", "counterexample", "--seed", "1.5"], ["argument --seed", "'1.5'"]),
-    (["plot", "nope"], ["argument NAME", "'nope'", "bits", "counterexample"]),
+    (["run", "nope"], ["argument NAME", "'nope'", "bits", "top1", "'all'"]),
+    (["run", "bits", "nope"], ["argument NAME", "'nope'", "top1"]),
+    (["run", "top1", "--steps", "0"], ["argument --steps", "positive integer"]),
+    (["run", "top1", "--steps", "ten"], ["argument --steps", "'ten'"]),
+    (["run", "top1", "--steps", "-5"], ["argument --steps", "'-5'"]),
+    (["run", "top1", "--seed", "-1"], ["argument --seed", "[0, 2**32)"]),
+    (["run", "top1", "--seed", str(2**32)], ["argument --seed", "[0, 2**32)"]),
+    (["run", "top1", "--seed", "1.5"], ["argument --seed", "'1.5'"]),
+    (["plot", "nope"], ["argument NAME", "'nope'", "bits", "top1"]),
     (["plot"], ["NAME", "required"]),
     (["frobnicate"], ["invalid choice", "'frobnicate'", "run"]),
     (["run", "--bogus"], ["unrecognized arguments", "--bogus"]),
@@ -126,10 +126,10 @@ def test_usage_errors_are_one_line_naming_the_flag(capsys, argv, expected):
 def test_out_that_is_a_file_is_an_error(tmp_path, capsys):
     f = tmp_path / "not_a_folder"
     f.write_text("x")
-    line = _one_line_error(capsys, ["run", "counterexample", "--out", str(f)])
+    line = _one_line_error(capsys, ["run", "top1", "--out", str(f)])
     assert "argument --out" in line and str(f) in line
     # A folder under a file: the library refuses it; the CLI names the flag, not `out_dir`.
-    line = _one_line_error(capsys, ["run", "counterexample", "--out", str(f / "sub")])
+    line = _one_line_error(capsys, ["run", "top1", "--out", str(f / "sub")])
     assert line.startswith("jaxdist run: error: --out") and "out_dir" not in line
     assert str(f / "sub") in line
 
@@ -143,7 +143,7 @@ def test_library_errors_are_rewritten_with_the_flags(monkeypatch, capsys):
         )
 
     monkeypatch.setattr(jaxdist.experiments, "run_experiment", bad)
-    line = _one_line_error(capsys, ["run", "counterexample"])
+    line = _one_line_error(capsys, ["run", "top1"])
     assert line.startswith(
         "jaxdist run: error: --steps must be >= 1 and --seed must be small (a shared seed), "
         "--steps=7"
@@ -157,17 +157,17 @@ def test_interrupt_is_one_line_saying_how_to_resume(monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(jaxdist.experiments, "run_experiment", interrupted)
-    assert cli.main(["run", "counterexample"]) == 130
+    assert cli.main(["run", "top1"]) == 130
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "interrupted" in err and "resumes" in err
 
 
 def test_plot_before_running_says_where_it_looked(tmp_path, capsys):
     out = str(tmp_path / "res")
-    line = _one_line_error(capsys, ["plot", "counterexample", "--out", out])
-    summary = os.path.join(out, "counterexample", "summary.json")
+    line = _one_line_error(capsys, ["plot", "top1", "--out", out])
+    summary = os.path.join(out, "top1", "summary.json")
     assert "has not been run" in line and summary in line
-    assert f"jaxdist run counterexample --out {out}" in line
+    assert f"jaxdist run top1 --out {out}" in line
 
 
 def _names(line: str, prefix: str) -> list[str]:
@@ -199,7 +199,7 @@ def test_list_shows_experiments_methods_and_compressor_factories(capsys):
 
 
 # ---------------------------------------------------------------------------------------------
-# A real run of the counterexample, shared by the tests below. 1000 steps: DCGD-Top1's gap grows
+# A real run of the top1, shared by the tests below. 1000 steps: DCGD-Top1's gap grows
 # by (1 + 11γ/6)² per step, past 10⁶ times its start after about 650 steps, still finite.
 
 STEPS = 1000
@@ -210,23 +210,23 @@ def counterexample_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("results"))
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = cli.main(["run", "counterexample", "--out", out, "--steps", str(STEPS)])
+        rc = cli.main(["run", "top1", "--out", out, "--steps", str(STEPS)])
     assert rc == 0
     return out, buf.getvalue()
 
 
 def test_counterexample_reproduces_the_theory(counterexample_run):
     out, text = counterexample_run
-    folder = os.path.join(out, "counterexample")
+    folder = os.path.join(out, "top1")
     assert "figure:" in text
-    assert os.path.getsize(os.path.join(folder, "counterexample.png")) > 10_000
-    n = len(EXPERIMENTS["counterexample"].arms)
-    for i, arm in enumerate(EXPERIMENTS["counterexample"].arms, 1):
+    assert os.path.getsize(os.path.join(folder, "top1.png")) > 10_000
+    n = len(EXPERIMENTS["top1"].arms)
+    for i, arm in enumerate(EXPERIMENTS["top1"].arms, 1):
         assert f"arm {i}/{n} {arm.label}: ran {STEPS} steps in " in text
     with open(os.path.join(folder, "summary.json")) as f:
         arms = json.load(f)["arms"]
     # DCGD-Top1 grows at exactly (1 + 11γ/6)^k; error feedback converges (THEORY.md §3).
-    traces = load_traces("counterexample", out)
+    traces = load_traces("top1", out)
     _, dcgd = traces["dcgd_top1"]
     gamma = arms["dcgd_top1"]["stepsize"]
     assert gamma == pytest.approx(0.005859, rel=1e-3)  # EF21's nonconvex theory step, Top-1
@@ -248,7 +248,7 @@ def test_counterexample_dcgd_top1_is_reported_diverged(counterexample_run):
     Relies on ``Trace.diverged`` covering growth, not only non-finite values.
     """
     out, text = counterexample_run
-    with open(os.path.join(out, "counterexample", "summary.json")) as f:
+    with open(os.path.join(out, "top1", "summary.json")) as f:
         arms = json.load(f)["arms"]
     gap = arms["dcgd_top1"]["final_rel_gap"]
     assert np.isfinite(gap) and gap > 1e6  # grown, not overflowed
@@ -256,7 +256,7 @@ def test_counterexample_dcgd_top1_is_reported_diverged(counterexample_run):
     for arm in ("ef14_top1", "ef21_top1", "dcgd_rand1"):
         assert arms[arm]["diverged"] is False, arm
     # The printed table: one row per arm, its last column "diverged" only for DCGD-Top1.
-    labels = [a.label for a in EXPERIMENTS["counterexample"].arms]
+    labels = [a.label for a in EXPERIMENTS["top1"].arms]
     rows = {lab: ln for ln in text.splitlines() for lab in labels if ln.startswith(f"  {lab} ")}
     assert len(rows) == len(labels)
     for label, row in rows.items():
@@ -273,26 +273,26 @@ def test_rerun_loads_every_arm_without_building_the_problem(counterexample_run, 
 
     monkeypatch.setattr(jaxdist.problems, "top1_counterexample", fail)
     monkeypatch.setattr(_named, "_run_arm", fail)
-    folder = os.path.join(out, "counterexample")
-    arm_files = [a.name + ".json" for a in EXPERIMENTS["counterexample"].arms]
+    folder = os.path.join(out, "top1")
+    arm_files = [a.name + ".json" for a in EXPERIMENTS["top1"].arms]
     mtimes = {f: os.path.getmtime(os.path.join(folder, f)) for f in arm_files}
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = cli.main(["run", "counterexample", "--out", out, "--steps", str(STEPS), "--no-plot"])
+        rc = cli.main(["run", "top1", "--out", out, "--steps", str(STEPS), "--no-plot"])
     assert rc == 0
     text = buf.getvalue()
     n = len(arm_files)
-    for i, arm in enumerate(EXPERIMENTS["counterexample"].arms, 1):
+    for i, arm in enumerate(EXPERIMENTS["top1"].arms, 1):
         assert f"arm {i}/{n} {arm.label}: loaded" in text
     assert "running" not in text and "problem" not in text
     for f, t in mtimes.items():
         assert os.path.getmtime(os.path.join(folder, f)) == t
     # In a fresh interpreter the loaded rerun does not even import JAX.
-    res = _probe(["run", "counterexample", "--out", out, "--steps", str(STEPS), "--no-plot"])
+    res = _probe(["run", "top1", "--out", out, "--steps", str(STEPS), "--no-plot"])
     assert res["rc"] == 0 and res["out"].count(": loaded (") == n, res
     assert "jax" not in res["heavy"] and "optax" not in res["heavy"], res["heavy"]
     # The plot command reads the results back, without running anything.
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        assert cli.main(["plot", "counterexample", "--out", out]) == 0
-    assert buf.getvalue().strip() == os.path.join(folder, "counterexample.png")
+        assert cli.main(["plot", "top1", "--out", out]) == 0
+    assert buf.getvalue().strip() == os.path.join(folder, "top1.png")

@@ -19,7 +19,7 @@ STEPS = 20  # two logged points per arm: enough to exercise files, small enough 
 
 def _run(out, lines=None, **kwargs):
     log = (lambda s: None) if lines is None else lines.append
-    return run_experiment("counterexample", str(out), num_steps=STEPS, log=log, **kwargs)
+    return run_experiment("top1", str(out), num_steps=STEPS, log=log, **kwargs)
 
 
 def _read(path):
@@ -28,17 +28,15 @@ def _read(path):
 
 
 def _arm_files(out):
-    folder = os.path.join(str(out), "counterexample")
-    return {
-        a.name: os.path.join(folder, a.name + ".json") for a in EXPERIMENTS["counterexample"].arms
-    }
+    folder = os.path.join(str(out), "top1")
+    return {a.name: os.path.join(folder, a.name + ".json") for a in EXPERIMENTS["top1"].arms}
 
 
 def _replace_arm(monkeypatch, index, **changes):
-    exp = EXPERIMENTS["counterexample"]
+    exp = EXPERIMENTS["top1"]
     arms = list(exp.arms)
     arms[index] = dataclasses.replace(arms[index], **changes)
-    monkeypatch.setitem(EXPERIMENTS, "counterexample", dataclasses.replace(exp, arms=tuple(arms)))
+    monkeypatch.setitem(EXPERIMENTS, "top1", dataclasses.replace(exp, arms=tuple(arms)))
     return arms[index]
 
 
@@ -133,7 +131,7 @@ def test_non_json_specs_are_rejected():
         Arm("x", "x", {"name": "dcgd", "compressor": {"name": "top_k", "k": object()}}, 0.1)
     with pytest.raises(TypeError, match="'name'"):
         Arm("x", "x", {"compressor": {"name": "top_k", "k": 1}}, 0.1)
-    exp = EXPERIMENTS["counterexample"]
+    exp = EXPERIMENTS["top1"]
     with pytest.raises(ValueError, match="distinct"):
         dataclasses.replace(exp, arms=exp.arms + exp.arms[:1])
     with pytest.raises(ValueError, match="num_steps and log_every must be >= 1"):
@@ -158,7 +156,7 @@ def test_unknown_factories_are_a_value_error_listing_the_valid_ones(monkeypatch,
 )
 def test_run_experiment_rejects_bad_values_by_name(kwargs, match, tmp_path):
     with pytest.raises(ValueError, match=match):
-        run_experiment("counterexample", str(tmp_path), log=lambda s: None, **kwargs)
+        run_experiment("top1", str(tmp_path), log=lambda s: None, **kwargs)
     assert not os.listdir(tmp_path)  # nothing written
     with pytest.raises(ValueError, match=r"unknown experiment 'nope'; choose from bits"):
         run_experiment("nope", str(tmp_path))
@@ -170,7 +168,7 @@ def test_run_experiment_rejects_bad_values_by_name(kwargs, match, tmp_path):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """One real run of the counterexample: its folder, log lines and summary."""
+    """One real run of the top1: its folder, log lines and summary."""
     out = tmp_path_factory.mktemp("finished")
     lines = []
     summary = _run(out, lines)
@@ -178,7 +176,7 @@ def finished(tmp_path_factory):
 
 
 def _copy(finished, tmp_path):
-    shutil.copytree(finished[0] / "counterexample", tmp_path / "counterexample")
+    shutil.copytree(finished[0] / "top1", tmp_path / "top1")
     return _arm_files(tmp_path)
 
 
@@ -208,23 +206,23 @@ def quick_runner(finished, monkeypatch):
 def test_first_run_writes_hashed_configurations(finished):
     out, lines, summary = finished
     files = _arm_files(out)
-    exp = EXPERIMENTS["counterexample"]
+    exp = EXPERIMENTS["top1"]
     n = len(exp.arms)
     assert sum("problem top1_counterexample" in s for s in lines) == 1
     for i, arm in enumerate(exp.arms, 1):
-        assert any(s.startswith(f"[counterexample] arm {i}/{n} {arm.label}: ran ") for s in lines)
+        assert any(s.startswith(f"[top1] arm {i}/{n} {arm.label}: ran ") for s in lines)
         saved = json.loads(_read(files[arm.name]))
         assert saved["config_hash"] == exp.config_hash(arm, num_steps=STEPS)
         assert saved["config"] == exp.config(arm, num_steps=STEPS)
         assert summary["arms"][arm.name]["status"] == "ran"
         assert summary["arms"][arm.name]["config_hash"] == saved["config_hash"]
-    assert not [f for f in os.listdir(out / "counterexample") if f.endswith(".tmp")]
+    assert not [f for f in os.listdir(out / "top1") if f.endswith(".tmp")]
 
 
 def test_resume_loads_unchanged_arms_and_reruns_edited_ones(finished, tmp_path, monkeypatch):
     first = finished[2]
     files = _copy(finished, tmp_path)
-    exp = EXPERIMENTS["counterexample"]
+    exp = EXPERIMENTS["top1"]
     n = len(exp.arms)
     # Rerun: everything loaded, the problem is not even built.
     with monkeypatch.context() as m:
@@ -265,7 +263,7 @@ def test_resume_loads_unchanged_arms_and_reruns_edited_ones(finished, tmp_path, 
 
 def test_other_seed_or_steps_or_force_rerun(finished, tmp_path, quick_runner):
     _copy(finished, tmp_path)
-    names = [a.name for a in EXPERIMENTS["counterexample"].arms]
+    names = [a.name for a in EXPERIMENTS["top1"].arms]
     for kwargs, why, call in [
         ({"seed": 1}, "configuration changed (seed), rerunning", (STEPS, 1)),
         ({"force": True}, "--force, rerunning", (STEPS, 0)),
@@ -274,7 +272,7 @@ def test_other_seed_or_steps_or_force_rerun(finished, tmp_path, quick_runner):
         quick_runner.clear()
         lines = []
         summary = run_experiment(
-            "counterexample", str(tmp_path), log=lines.append, **{"num_steps": STEPS, **kwargs}
+            "top1", str(tmp_path), log=lines.append, **{"num_steps": STEPS, **kwargs}
         )
         assert sum(s.endswith(why) for s in lines) == len(names), lines
         assert all(s["status"] == "ran" for s in summary["arms"].values())
@@ -294,8 +292,8 @@ def test_interrupted_run_resumes(finished, tmp_path, monkeypatch):
     monkeypatch.setattr(_named, "_run_arm", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path)
-    folder = tmp_path / "counterexample"
-    arms = EXPERIMENTS["counterexample"].arms
+    folder = tmp_path / "top1"
+    arms = EXPERIMENTS["top1"].arms
     assert sorted(os.listdir(folder)) == [arms[0].name + ".json"]  # no temporary file, no summary
     quick = _quick_runner(finished, monkeypatch)
     lines = []
@@ -311,8 +309,8 @@ def test_unreadable_or_interrupted_writes_never_corrupt(
     finished, tmp_path, quick_runner, monkeypatch
 ):
     files = _copy(finished, tmp_path)
-    folder = tmp_path / "counterexample"
-    arms = EXPERIMENTS["counterexample"].arms
+    folder = tmp_path / "top1"
+    arms = EXPERIMENTS["top1"].arms
     # A truncated file (a crash of some other writer) is rerun, not trusted.
     text = _read(files[arms[2].name])
     with open(files[arms[2].name], "w") as f:

@@ -23,13 +23,13 @@ Experiments:
   seed so no index bits), EF21 with Top-K, each at its theory step size (and EF21 once more at
   GD's step 1/L, beyond its theory, as used in practice). DIANA needs more rounds than GD but far
   fewer bits; DCGD stalls at a neighbourhood; EF21's theory step is very conservative.
-* ``counterexample`` (lecture §3): the 3-worker Top-1 example of Beznosikov et al. DCGD-Top1
+* ``top1`` (lecture §3): the 3-worker Top-1 example of Beznosikov et al. DCGD-Top1
   diverges at rate exactly 1 + 11γ/6, EF14 and EF21 converge, DCGD with unbiased Rand-1 converges.
 
 Example::
 
     >>> from jaxdist.experiments import EXPERIMENTS
-    >>> exp = EXPERIMENTS["counterexample"]
+    >>> exp = EXPERIMENTS["top1"]
     >>> [arm.name for arm in exp.arms]
     ['dcgd_top1', 'ef14_top1', 'ef21_top1', 'dcgd_rand1']
     >>> exp.arms[0].method
@@ -304,8 +304,8 @@ EXPERIMENTS: dict[str, Experiment] = {
         log_every=10,
         target=1e-6,
     ),
-    "counterexample": Experiment(
-        name="counterexample",
+    "top1": Experiment(
+        name="top1",
         claim="DCGD with Top-1 diverges on 3 workers; error feedback (EF14, EF21) fixes it "
         "(lecture §3).",
         problem={"name": "top1_counterexample", "scaling": "paper", "t": 1.0},
