@@ -169,6 +169,66 @@ def test_vmap_matches_shard_map_on_8_devices():
     assert not np.array_equal(by_vmap.loss[0, 0], by_vmap.loss[0, 1])  # seeds matter
 
 
+def _sq_dist_to_data_mean(params, data_m):
+    """A metric with per-worker data: ‖x − mean of this worker's rows‖²."""
+    return jnp.sum((params - jnp.mean(data_m, axis=0)) ** 2)
+
+
+def test_user_metrics_are_worker_means_at_the_model_on_both_backends():
+    """metrics={name: (fn, data)}: mean_m fn(x̄, data_m) at every logged round, in the sweep's
+    shape, the same under vmap and shard_map; fn = the problem's loss gives the loss series."""
+    prob = quadratic(8, 16, L=1.0, mu=0.1, key=0)
+    extra = jax.random.normal(jax.random.key(9), (8, 5, 16))
+    metrics = {"again": (prob.loss, prob.data), "spread": (_sq_dist_to_data_mean, extra)}
+    sweep = {"hyperparams": {"lr": jnp.array([0.1, 0.3])}}
+    key = jax.random.key(2)
+    by_vmap = run(make_diana_ternary, prob, 12, key, log_every=4, metrics=metrics, **sweep)
+    np.testing.assert_allclose(by_vmap.series["again"], by_vmap.loss, rtol=1e-6)
+    assert by_vmap.series["spread"].shape == (2, 4)
+    # by hand at the final model (every worker holds the same one): the mean over workers
+    fin = run(make_diana_ternary, prob, 12, key, metrics=metrics, **sweep)
+    assert fin.series["spread"].shape == (2, 13)
+    by_mesh = run(
+        make_diana_ternary,
+        prob,
+        12,
+        key,
+        log_every=4,
+        metrics=metrics,
+        backend="shard_map",
+        **sweep,
+    )
+    for name in ("again", "spread"):
+        np.testing.assert_allclose(by_mesh.series[name], by_vmap.series[name], rtol=2e-5)
+
+
+def test_user_metric_matches_a_numpy_evaluation_of_the_final_model(quad4):
+    extra = np.random.default_rng(0).normal(size=(4, 3, 6)).astype(np.float32)
+    tx = optax.chain(dgd(), optax.sgd(0.5))
+    trace = run(tx, quad4, 7, 0, metrics={"spread": (_sq_dist_to_data_mean, extra)})
+    # dgd keeps every worker on the same model: replay it with the loss's gradient by hand
+    x = np.asarray(quad4.init_params, np.float64)
+    for _ in range(7):
+        x = x - 0.5 * np.asarray(quad4.full_grad(jnp.asarray(x, jnp.float32)), np.float64)
+    want = np.mean([np.sum((x - extra[m].mean(axis=0)) ** 2) for m in range(4)])
+    np.testing.assert_allclose(trace.series["spread"][-1], want, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "metrics, error, match",
+    [
+        ({"loss": (_sq_dist_to_data_mean, np.zeros((4, 2, 6)))}, ValueError, "built-in series"),
+        ({"a": _sq_dist_to_data_mean}, TypeError, r"pair \(fn, data\)"),
+        ({"a": (_sq_dist_to_data_mean, np.zeros((3, 6)))}, ValueError, "leading worker axis"),
+        ({"a": (lambda x, d: d @ x, np.zeros((4, 2, 6)))}, ValueError, "must be a scalar"),
+        ([("a", None)], TypeError, "metrics must be a dict"),
+    ],
+)
+def test_user_metrics_validation(quad4, metrics, error, match):
+    with pytest.raises(error, match=match):
+        run(optax.chain(dgd(), optax.sgd(0.5)), quad4, 2, 0, metrics=metrics)
+
+
 def test_sweep_matches_separate_runs(quad4):
     """3 step sizes x 2 seeds in one program == the 6 separate runs."""
     key = jax.random.key(7)

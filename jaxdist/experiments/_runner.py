@@ -88,6 +88,7 @@ class _Spec:
     hp_names: tuple[str, ...] | None
     has_seeds: bool
     needs_server: bool
+    metric_fns: tuple[tuple[str, Callable], ...] = ()
 
     def make_method(self, hp: Mapping[str, jax.Array] | None) -> Any:
         if self.hp_names is None:
@@ -154,7 +155,7 @@ def _info_accumulate(acc: dict[str, jax.Array], info: Mapping[str, Any]) -> dict
 # One worker, one run.
 
 
-def _observe(spec: _Spec, method, state, acc, data_m, x_star) -> dict[str, Any]:
+def _observe(spec: _Spec, method, state, acc, data_m, x_star, metric_data_m) -> dict[str, Any]:
     axis = spec.axis_name
     x_m = method.params(state)
     is_first = axis_index(axis) == 0
@@ -186,6 +187,8 @@ def _observe(spec: _Spec, method, state, acc, data_m, x_star) -> dict[str, Any]:
         )
         for led in find_ledgers(state)
     )
+    # the user's metrics, each the mean over the workers of fn(x̄, this worker's share)
+    user = {name: worker_mean(fn(x_bar, metric_data_m[name]), axis) for name, fn in spec.metric_fns}
     return {
         "loss": f,
         "grad_norm_sq": gn,
@@ -194,10 +197,11 @@ def _observe(spec: _Spec, method, state, acc, data_m, x_star) -> dict[str, Any]:
         "finite": finite,
         "ledgers": ledgers,
         "info": dict(acc),
+        "metrics": user,
     }
 
 
-def _run_one(spec: _Spec, data_m, server_data, state, run_key, hp, x_star):
+def _run_one(spec: _Spec, data_m, server_data, state, run_key, hp, x_star, metric_data_m):
     """The scan of one run of one worker from its initial state."""
     method = spec.make_method(hp)
     oracle = Oracle(
@@ -220,7 +224,7 @@ def _run_one(spec: _Spec, data_m, server_data, state, run_key, hp, x_star):
     num_blocks, rest = divmod(spec.num_steps, every)
 
     def block(carry, b):
-        metrics = _observe(spec, method, carry[0], carry[1], data_m, x_star)
+        metrics = _observe(spec, method, carry[0], carry[1], data_m, x_star, metric_data_m)
         if every == 1:
             return one_round(carry, b), metrics
         ts = b * every + jnp.arange(every, dtype=jnp.int32)
@@ -230,10 +234,14 @@ def _run_one(spec: _Spec, data_m, server_data, state, run_key, hp, x_star):
     carry, metrics = lax.scan(block, (state, acc0), jnp.arange(num_blocks, dtype=jnp.int32))
     points = [metrics]
     if rest:  # log_every does not divide the number of rounds: log round num_blocks·every too
-        points.append(_stacked(_observe(spec, method, carry[0], carry[1], data_m, x_star)))
+        points.append(
+            _stacked(_observe(spec, method, carry[0], carry[1], data_m, x_star, metric_data_m))
+        )
         ts = num_blocks * every + jnp.arange(rest, dtype=jnp.int32)
         carry, _ = lax.scan(lambda c, t: (one_round(c, t), None), carry, ts)
-    points.append(_stacked(_observe(spec, method, carry[0], carry[1], data_m, x_star)))
+    points.append(
+        _stacked(_observe(spec, method, carry[0], carry[1], data_m, x_star, metric_data_m))
+    )
     return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a, axis=0), *points)
 
 
@@ -265,7 +273,7 @@ def _map_workers(spec: _Spec, fn: Callable, in_axes: tuple[int | None, ...]) -> 
     )
 
 
-def _program(data, server_data, params0, key, hp_values, seeds, x_star, spec: _Spec):
+def _program(data, server_data, params0, key, hp_values, seeds, x_star, metric_data, spec: _Spec):
     if spec.has_seeds:
         run_keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(seeds)
     else:
@@ -281,13 +289,13 @@ def _program(data, server_data, params0, key, hp_values, seeds, x_star, spec: _S
         fn = lambda p, rk, hp: _init_one(spec, p, rk, hp)
         return _sweep(spec, fn, None)(params_m, run_keys, hp_values)
 
-    def run_worker(data_m, state_m, server_data, run_keys, hp_values, x_star):
-        fn = lambda s, rk, hp: _run_one(spec, data_m, server_data, s, rk, hp, x_star)
+    def run_worker(data_m, state_m, server_data, run_keys, hp_values, x_star, metric_data_m):
+        fn = lambda s, rk, hp: _run_one(spec, data_m, server_data, s, rk, hp, x_star, metric_data_m)
         return _sweep(spec, fn, 0)(state_m, run_keys, hp_values)
 
     state0 = _map_workers(spec, init_worker, (0, None, None))(stacked, run_keys, hp_values)
-    mapped = _map_workers(spec, run_worker, (0, 0, None, None, None, None))
-    return mapped(data, state0, server_data, run_keys, hp_values, x_star)
+    mapped = _map_workers(spec, run_worker, (0, 0, None, None, None, None, 0))
+    return mapped(data, state0, server_data, run_keys, hp_values, x_star, metric_data)
 
 
 _jitted_program = jax.jit(_program, static_argnames=("spec",))
@@ -396,15 +404,15 @@ def _validate_seeds(seeds: Any) -> jax.Array | None:
     return jnp.asarray(arr.astype(np.uint32))
 
 
-def _validate_data(data: PyTree, num_workers: int) -> None:
+def _validate_data(data: PyTree, num_workers: int, what: str = "problem.data") -> None:
     leaves = jax.tree_util.tree_leaves(data)
     if not leaves:
-        raise ValueError("problem.data has no arrays")
+        raise ValueError(f"{what} has no arrays")
     for leaf in leaves:
         shape = np.shape(leaf)
         if not shape or shape[0] != num_workers:
             raise ValueError(
-                f"every leaf of problem.data needs a leading worker axis of size "
+                f"every leaf of {what} needs a leading worker axis of size "
                 f"num_workers={num_workers}; got a leaf of shape {shape}"
             )
 
@@ -447,6 +455,7 @@ def run(
     params0: PyTree = None,
     network: Any = None,
     divergence_factor: float = 1e6,
+    metrics: Mapping[str, tuple[Callable, PyTree]] | None = None,
 ) -> Trace:
     r"""Runs a distributed method on a problem as one compiled program and returns its trace.
 
@@ -511,6 +520,11 @@ def run(
       params0: initial parameters (default ``problem.init_params``).
       network: optional :class:`jaxdist.comm.NetworkModel`; adds the series ``time``.
       divergence_factor: growth of the suboptimality that counts as divergence (> 1).
+      metrics: optional extra series, ``{name: (fn, data)}``: at every logged round, the mean
+        over the workers of ``fn(x̄, data_m)`` (a scalar), where ``data`` is a pytree with a
+        leading worker axis of size M, like ``problem.data``, and ``data_m`` is this worker's
+        share. E.g. test accuracy with the test set split over the workers (each evaluates
+        1/M of it); ``(fn, problem.data)`` evaluates on the training data.
 
     Returns:
       A :class:`~jaxdist.experiments.Trace` with series of shape ``[*sweep, num_logged]``
@@ -574,6 +588,7 @@ def run(
         x_star = jax.tree_util.tree_map(lambda s, p: jnp.asarray(s, p.dtype), x_star, params0)
     f_star = getattr(problem, "f_star", None)
     sampler = _sampler(problem, data, batch_size)
+    metrics, metric_data = _validate_metrics(metrics, num_workers, params0)
 
     probe = method if hp_values is None else method({k: v[0] for k, v in hp_values.items()})
     needs_server = bool(getattr(as_round(probe), "needs_server", False))
@@ -599,9 +614,12 @@ def run(
         hp_names=None if hp_values is None else tuple(hp_values),
         has_seeds=seeds_arr is not None,
         needs_server=needs_server,
+        metric_fns=tuple((name, fn) for name, (fn, _) in metrics.items()),
     )
     sizes = _ledger_sizes(spec, params0, hp_values)
-    out = _jitted_program(data, server_data, params0, key, hp_values, seeds_arr, x_star, spec=spec)
+    out = _jitted_program(
+        data, server_data, params0, key, hp_values, seeds_arr, x_star, metric_data, spec=spec
+    )
     out = jax.device_get(out)
     trace = _make_trace(
         out,
@@ -637,6 +655,33 @@ def run(
             stacklevel=2,
         )
     return trace
+
+
+def _validate_metrics(metrics: Any, num_workers: int, params0: PyTree) -> tuple[dict, dict]:
+    """``{name: (fn, data)}`` → ({name: (fn, data)}, {name: data as arrays}), checked."""
+    if metrics is None:
+        return {}, {}
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"metrics must be a dict name -> (fn, data), got {type(metrics).__name__}")
+    out, data = {}, {}
+    for name, entry in metrics.items():
+        if not isinstance(name, str) or name in CORE_SERIES:
+            raise ValueError(
+                f"metrics: {name!r} must be a string that is not a built-in series "
+                f"({', '.join(CORE_SERIES)})"
+            )
+        if not (isinstance(entry, tuple) and len(entry) == 2 and callable(entry[0])):
+            raise TypeError(f"metrics[{name!r}] must be a pair (fn, data) with fn(params, data_m)")
+        fn, d = entry
+        _validate_data(d, num_workers, what=f"the data of metrics[{name!r}]")
+        d = jax.tree_util.tree_map(jnp.asarray, d)
+        d_0 = jax.tree_util.tree_map(lambda a: a[0], d)
+        shape = jax.eval_shape(fn, params0, d_0).shape
+        if shape != ():
+            raise ValueError(f"metrics[{name!r}]: fn(params, data_m) must be a scalar, got {shape}")
+        out[name] = (fn, d)
+        data[name] = d
+    return out, data
 
 
 def _problem_value(problem: Any, name: str) -> float | None:
@@ -747,6 +792,8 @@ def _make_trace(
         "rounds": rounds.max(axis=0),
     }
     assert tuple(series) == CORE_SERIES
+    for name, value in out["metrics"].items():
+        series[name] = first(value)
     for name, value in out["info"].items():
         if name in series:
             raise ValueError(f"the method's info reports {name!r}, which is a reserved series")
