@@ -10,6 +10,11 @@ minibatch sampler. What is here:
   :func:`heterogeneous_quadratics` (every worker with κ(f_m) = κ(f), for κ sweeps),
   :func:`top1_counterexample` (THEORY.md §3) and :func:`logistic_regression` (LIBSVM data
   shipped with the package or read from a path; nothing is downloaded);
+* **a neural network**: :func:`mnist_mlp`, a ReLU MLP on MNIST (the lecture's 203,530-parameter
+  784-256-10 network; nonconvex, L unknown) with the test set split over the workers for
+  ``jaxdist.run(..., metrics=problem.info["metrics"])``; MNIST ships with the repository, not
+  the wheel (:func:`load_mnist`, :data:`MNIST_FILES`), and :func:`mlp_init` / :func:`mlp_apply`
+  build your own;
 * **losses** to build a :class:`Problem` by hand: :func:`quadratic_loss`, :func:`logistic_loss`;
 * **data**: :func:`load_libsvm`, :func:`parse_libsvm`, :func:`list_datasets`,
   :func:`dataset_path`, :data:`DATASETS`, :func:`labels_to_pm1`;
@@ -46,6 +51,11 @@ from jaxdist.problems._datasets import parse_libsvm as parse_libsvm
 from jaxdist.problems._logistic import labels_to_pm1 as labels_to_pm1
 from jaxdist.problems._logistic import logistic_loss as logistic_loss
 from jaxdist.problems._logistic import logistic_regression as logistic_regression
+from jaxdist.problems._mnist import MNIST_FILES as MNIST_FILES
+from jaxdist.problems._mnist import load_mnist as load_mnist
+from jaxdist.problems._mnist import mlp_apply as mlp_apply
+from jaxdist.problems._mnist import mlp_init as mlp_init
+from jaxdist.problems._mnist import mnist_mlp as mnist_mlp
 from jaxdist.problems._quadratic import quadratic as quadratic
 from jaxdist.problems._quadratic import quadratic_constants as quadratic_constants
 from jaxdist.problems._quadratic import quadratic_loss as quadratic_loss
@@ -63,6 +73,7 @@ from jaxdist.problems._splits import split_uniform as split_uniform
 
 __all__ = [
     "DATASETS",
+    "MNIST_FILES",
     "Problem",
     "check_split",
     "dataset_path",
@@ -71,8 +82,12 @@ __all__ = [
     "list_datasets",
     "load_libsvm",
     "logistic_loss",
+    "load_mnist",
     "logistic_regression",
     "measure_similarity",
+    "mlp_apply",
+    "mlp_init",
+    "mnist_mlp",
     "parse_libsvm",
     "quadratic",
     "quadratic_constants",
