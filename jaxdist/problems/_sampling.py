@@ -14,6 +14,9 @@ import numpy as np
 
 from jaxdist._validate import as_key, check_int, is_traced
 
+# The one exact subset sampler of the package (Rand-K's), shared with the compressors.
+from jaxdist.compressors._sampling import sample_subset
+
 __all__ = ["sample_minibatch"]
 
 PyTree = Any
@@ -25,12 +28,15 @@ def sample_minibatch(key: Any, data_m: PyTree, batch_size: int, *, count: Any = 
     The rows of a worker are the entries along axis 0 of every leaf of ``data_m``. A subset S of
     b = ``batch_size`` distinct rows is drawn uniformly among all b-subsets (so every row is in
     the batch with probability b/n, and no row twice), and every leaf is indexed by S along
-    axis 0 (in a random order). With weights 1/b this makes the mean loss over the batch an
+    axis 0 (in an unspecified order). With weights 1/b this makes the mean loss over the batch an
     unbiased estimate of the mean over the n rows, with variance ((n − b)/(n − 1)) σ²/b.
 
-    The subset is the first b entries of ``jax.random.permutation(key, n)`` (JAX's sort-based
-    shuffle, exact up to ties among its 32-bit sort keys): the same draws as
-    ``jax.random.choice(key, n, (b,), replace=False)``. Pure, jittable and vmappable (over
+    The subset is drawn by the exact subset sampler behind Rand-K (``sample_subset`` of
+    ``jaxdist/compressors/_sampling.py``: O(b) random words, every b-subset with probability
+    exactly 1/C(n, b)). With ``count`` (padded data, e.g. one count per worker under ``vmap``)
+    the batch is the first b real rows of ``jax.random.permutation(key, n)`` instead (JAX's
+    sort-based shuffle, exact up to ties among its 32-bit sort keys; O(n log n) per draw), the
+    same draws whether ``count`` is concrete or traced. Pure, jittable and vmappable (over
     ``key``, ``data_m`` and ``count``).
 
     Args:
@@ -86,9 +92,9 @@ def sample_minibatch(key: Any, data_m: PyTree, batch_size: int, *, count: Any = 
             f"batch_size={batch_size} exceeds the n={n} samples of the worker (minibatches are "
             "drawn without replacement)"
         )
-    perm = jax.random.permutation(key, n)
     if count is None:
-        idx = perm[:batch_size]
+        # O(b) random words (Floyd / first-distinct), not a sort of all n rows
+        idx = sample_subset(key, n, batch_size)
     else:
         if not is_traced(count):
             c = np.asarray(count)
@@ -99,8 +105,11 @@ def sample_minibatch(key: Any, data_m: PyTree, batch_size: int, *, count: Any = 
                     f"count must satisfy batch_size <= count <= n, got batch_size={batch_size}, "
                     f"count={int(c)}, n={n}"
                 )
-        # The real rows, in the random order of the permutation: its first b are a uniform
-        # b-subset of them (a uniform permutation restricted to a subset is uniform on it).
+        # The real rows in the random order of a permutation of all n (the same draws whether
+        # count is concrete or traced, e.g. one per worker under vmap): its first b real rows
+        # are a uniform b-subset of them (a uniform permutation restricted to a subset is
+        # uniform on it).
+        perm = jax.random.permutation(key, n)
         real = perm < jnp.asarray(count).astype(perm.dtype)
         (pos,) = jnp.nonzero(real, size=batch_size)
         idx = perm[pos]
