@@ -15,6 +15,7 @@ loss (each worker evaluates its share; the runner averages). The loss is nonconv
 
 from __future__ import annotations
 
+import functools
 import gzip
 import math
 import os
@@ -74,6 +75,9 @@ def _read_idx(path: pathlib.Path, images: bool) -> np.ndarray:
 def load_mnist(path: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """Reads MNIST from a folder of the four standard gzip-compressed IDX files.
 
+    The arrays are read-only and cached per folder (and file modification times), so building
+    several problems decompresses the files once.
+
     Args:
       path: the folder; default ``$JAXDIST_MNIST`` if set, else ``data/mnist`` of the
         repository checkout this package was installed from.
@@ -93,16 +97,26 @@ def load_mnist(path: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
             "MNIST ships with the jaxdist repository (data/mnist/), not with the wheel: pass "
             "path= a folder holding " + ", ".join(MNIST_FILES.values()) + " (or set JAXDIST_MNIST)"
         )
-    out = {}
-    for name, fname in MNIST_FILES.items():
+    stamps = []
+    for fname in MNIST_FILES.values():
         f = folder / fname
         if not f.is_file():
             raise FileNotFoundError(f"MNIST file {fname} not found in {folder}")
+        stamps.append(f.stat().st_mtime_ns)
+    return dict(_load_cached(str(folder.resolve()), tuple(stamps)))
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cached(folder: str, stamps: tuple[int, ...]) -> tuple[tuple[str, np.ndarray], ...]:
+    out = []
+    for name, fname in MNIST_FILES.items():
+        f = pathlib.Path(folder) / fname
         a = _read_idx(f, images=name.startswith("x"))
         if a.shape[0] != _COUNTS[name]:
             raise ValueError(f"{f} holds {a.shape[0]} items, expected {_COUNTS[name]}")
-        out[name] = a
-    return out
+        a.flags.writeable = False
+        out.append((name, a))
+    return tuple(out)
 
 
 def mlp_init(key: Any, sizes: Sequence[int], dtype: Any = jnp.float32) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ CLAIMS: dict[str, str] = {
     "local_steps": "local_steps",
     "acceleration": "acceleration",
     "similarity": "similarity",
+    "neural_network": "neural_network",
     "bidirectional": "bidirectional",
 }
 
