@@ -28,7 +28,7 @@ _M, _K = 10, 5
 # b = 2 images per worker per round: an epoch (60000 images) is 3000 rounds
 _SIZES = {
     "quick": {"hidden": [32], "rounds": 1500, "batch": 2, "log_every": 150},
-    "full": {"hidden": [256], "rounds": 3000, "batch": 2, "log_every": 150},
+    "full": {"hidden": [256], "rounds": 3000, "batch": 2, "log_every": 300},
 }
 #: Step sizes of each method, swept in one program per method; the best final test accuracy is
 #: kept. Rand-5 also runs at SGD's step (where the lecture says it does not train). The full
