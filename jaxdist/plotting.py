@@ -121,6 +121,31 @@ def title(fig, claim: str, verdict=None) -> None:
     fig.suptitle(text, fontsize=9, y=1.0 + above, va="bottom")
 
 
+#: Relative resolution of a float32 f − f* (about 1e-7 of f(x⁰) − f*): curves stop above it.
+FLOAT32_FLOOR = 1e-7
+
+
+def clipped(values, floor: float = FLOAT32_FLOOR):
+    """``values`` with the entries at or below ``floor`` (rounding noise) replaced by NaN."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float64)
+    return np.where(values > floor, values, np.nan)
+
+
+def floor_line(ax, floor: float = FLOAT32_FLOOR, *, right: bool = False) -> None:
+    """Draws and labels the resolution ``floor`` below which :func:`clipped` hides values."""
+    ax.axhline(floor, color="gray", lw=0.6, ls=":")
+    ax.annotate(
+        "float32 resolution: below is not shown (clipped)",
+        (0.99 if right else 0.01, 1.35 * floor),
+        xycoords=("axes fraction", "data"),
+        ha="right" if right else "left",
+        fontsize=7,
+        color="gray",
+    )
+
+
 def plain_log_ticks(axis) -> None:
     """Major ticks only, as plain numbers, on a log ``axis`` (e.g. ``ax.xaxis``)."""
     from matplotlib.ticker import NullFormatter, ScalarFormatter

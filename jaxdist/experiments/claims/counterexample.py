@@ -168,24 +168,17 @@ def check(results: dict[str, Any]) -> Verdict:
     return verdict(parts)
 
 
-_FLOOR = 1e-7  # float32 resolves f − f* to about 1e-7 of f(x⁰) − f*: below it is clipped
-
-
 def _shown(a: dict[str, Any]) -> np.ndarray:
+    from jaxdist.plotting import clipped
+
     gap = np.asarray(a["f_gap"])
-    rel = gap / gap[0]
-    return np.where(rel > _FLOOR, rel, np.nan)
+    return clipped(gap / gap[0])
 
 
 def _floor_line(ax) -> None:
-    ax.axhline(_FLOOR, color="gray", lw=0.7, ls=":")
-    ax.annotate(
-        "float32 resolution: below is not shown (clipped)",
-        (0.01, 1.4 * _FLOOR),
-        xycoords=("axes fraction", "data"),
-        fontsize=7,
-        color="gray",
-    )
+    from jaxdist.plotting import floor_line
+
+    floor_line(ax)
     ax.set_ylabel("(f(x) − f*) / (f(x⁰) − f*)")
     ax.grid(True, which="both", alpha=0.3)
 

@@ -354,7 +354,7 @@ _TOPO = {
 
 
 def plot(results: dict[str, Any], v: Verdict, folder: str) -> list[str]:
-    from jaxdist.plotting import plain_log_ticks, pyplot, save, style, title
+    from jaxdist.plotting import clipped, floor_line, plain_log_ticks, pyplot, save, style, title
 
     plt = pyplot()
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"wspace": 0.3})
@@ -392,9 +392,7 @@ def plot(results: dict[str, Any], v: Verdict, folder: str) -> list[str]:
     for m, topo, net in _time_arms(results):
         a = arms[m]
         t = modelled(a, M, topo, **net)
-        rel = np.asarray(a["rel_gap"])
-        floor = 1e-7  # float32 resolution of f − f*: not shown below it (clipped)
-        shown = np.where(rel > floor, rel, np.nan)
+        shown = clipped(a["rel_gap"])  # float32 rounding noise is not data
         label = f"{LABELS[m]}, {_TOPO[topo]}"
         ls = dashes[topo]
         if net.get("broadcast_speedup", 1.0) != 1.0:
@@ -415,15 +413,7 @@ def plot(results: dict[str, Any], v: Verdict, folder: str) -> list[str]:
     ax1.annotate(
         f"ε = {_EPS:g}", (0.99, _EPS * 1.3), xycoords=("axes fraction", "data"), ha="right"
     )
-    ax1.axhline(1e-7, color="gray", lw=0.6, ls=":")
-    ax1.annotate(
-        "float32 resolution (below: clipped)",
-        (0.99, 1.3e-7),
-        xycoords=("axes fraction", "data"),
-        ha="right",
-        fontsize=7,
-        color="gray",
-    )
+    floor_line(ax1, right=True)
     ax1.set_xlabel(f"modelled communication time (s), M = {M}, α = 1 µs, β = 1 ns/bit")
     ax1.set_ylabel("(f(x) − f*) / (f(x⁰) − f*)")
     ax1.grid(True, which="both", alpha=0.3)
