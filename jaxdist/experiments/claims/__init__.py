@@ -25,10 +25,10 @@ CLAIMS: dict[str, str] = {
     "shared_randomness": "shared_randomness",
     "topology": "topology",
     "counterexample": "counterexample",
+    "neural_network": "neural_network",
     "local_steps": "local_steps",
     "acceleration": "acceleration",
     "similarity": "similarity",
-    "neural_network": "neural_network",
     "bidirectional": "bidirectional",
 }
 
