@@ -49,6 +49,7 @@ _GRIDS = {
         "ef14": [0.05, 0.1],
         "ef21": [0.01, 0.02],
     },
+}
 METHODS = ("sgd", "top_k", "rand_k", "ef14", "ef21")
 LABELS = {
     "sgd": "SGD (dense gradients)",
