@@ -48,6 +48,13 @@ def test_readme_round_methods_comparison_runs():
     assert rounds["aeg_sliding"] < rounds["bregman_gd"] < rounds["nesterov"] < rounds["scaffold"]
     assert rounds["scaffnew"] < 2 * rounds["nesterov"]
     # the table in the README is the one this code prints (same seeds, same problem)
+    # (rounds and bits exactly; the local gradient count of an inner-solve method within 0.1 %:
+    # where a float32 inner solve stops can move by one step between CPUs)
     for line in shown[1:]:
         name = line.split()[0]
-        assert rows[name][1:] == line.split()[2:], name
+        want = line.split()[2:]
+        assert rows[name][1:3] == want[:2], name
+        if want[2] == "—":
+            assert rows[name][3] == "—", name
+        else:
+            assert abs(int(rows[name][3]) - int(want[2])) <= 1e-3 * int(want[2]), name
